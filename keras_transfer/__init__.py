@@ -1,0 +1,42 @@
+"""keras_transfer: transfer learning for Keras 3 / TensorFlow.
+
+Build a classifier on a pretrained backbone, copy weights from a source model, freeze and
+fine-tune, feed it with tf.data, evaluate it and export it for TF Serving.
+
+Example:
+
+>>> import keras_transfer
+>>> model = keras_transfer.build_classifier("mnist_cnn", num_classes=5, weights=None)
+>>> model.get_layer("predictions").units
+5
+"""
+
+__version__ = "0.1.0"
+
+from keras_transfer import data
+from keras_transfer.backbones import BackboneSpec
+from keras_transfer.backbones import build_backbone
+from keras_transfer.backbones import get_backbone_spec
+from keras_transfer.backbones import list_backbones
+from keras_transfer.backbones import register_backbone
+from keras_transfer.builders import build_classifier
+from keras_transfer.errors import WeightsUnavailableError
+from keras_transfer.evaluation import Evaluation
+from keras_transfer.evaluation import evaluate_classifier
+from keras_transfer.evaluation import plot_confusion_matrix
+from keras_transfer.evaluation import plot_history
+from keras_transfer.export import export_saved_model
+from keras_transfer.freezing import ParameterCount
+from keras_transfer.freezing import count_parameters
+from keras_transfer.freezing import freeze
+from keras_transfer.freezing import unfreeze
+from keras_transfer.preprocessing import BackbonePreprocessing
+from keras_transfer.training import TwoStageHistory
+from keras_transfer.training import compile_classifier
+from keras_transfer.training import default_jit_compile
+from keras_transfer.training import fine_tune
+from keras_transfer.training import train
+from keras_transfer.training import training_callbacks
+from keras_transfer.weight_transfer import TransferReport
+from keras_transfer.weight_transfer import transfer_weights
+from keras_transfer.weight_transfer import weighted_layers

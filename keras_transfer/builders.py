@@ -1,0 +1,162 @@
+"""Functional classifiers: preprocessing -> backbone -> pooling -> dropout -> new head."""
+
+import keras
+
+from keras_transfer import backbones
+from keras_transfer.preprocessing import BackbonePreprocessing
+
+POOLINGS = ("avg", "max", "flatten", None)
+
+
+def build_classifier(
+    backbone,
+    num_classes,
+    *,
+    weights="imagenet",
+    input_shape=None,
+    pooling="avg",
+    dropout=0.2,
+    freeze_backbone=None,
+    activation="softmax",
+    feature_layer=None,
+    name=None,
+):
+    """Builds a Functional image classifier on a pretrained (or fresh) backbone.
+
+    The model is `images -> backbone's own preprocessing -> backbone -> pooling ->
+    Dropout(name="output_dropout") -> Dense(num_classes, name="predictions")`, so it
+    takes raw pixels (0-255) and the stable layer names make weight transfer and
+    freezing by name reliable. The backbone is the nested model named `"backbone"`;
+    while frozen it is called with `training=False`, so its BatchNorm layers stay in
+    inference mode even after it is unfrozen for fine-tuning (the Keras recipe).
+
+    Args:
+        backbone: str or `keras.Model`. A registry name (`keras_transfer.list_backbones()`)
+            or a user's trained model (e.g. an MNIST CNN). A user model is cut below its
+            old top (the input of its last layer, skipping a Dropout right before it, or
+            `feature_layer`) and **cloned with its weights**, so fine-tuning never
+            changes the source model.
+        num_classes: int. Number of target classes.
+        weights: `"imagenet"`, `None` or a local weights file, for a registry name.
+            Ignored for a user model (its own weights are used). Defaults to
+            `"imagenet"`.
+        input_shape: tuple. (height, width, channels). Defaults to the backbone's
+            default size, or the user model's input shape.
+        pooling: str. `"avg"`, `"max"`, `"flatten"` or `None`, applied when the
+            backbone returns feature maps. Defaults to `"avg"`.
+        dropout: float. Rate of the `output_dropout` layer. Defaults to `0.2`.
+        freeze_backbone: bool. Freeze the backbone (feature extraction). Defaults to
+            `True` when it carries trained weights (a user model or `weights` not
+            `None`), `False` when it is randomly initialised.
+        activation: str. Activation of the `predictions` layer. Defaults to
+            `"softmax"`.
+        feature_layer: str or int. For a user model, the layer whose output becomes the
+            features. Defaults to the input of the model's last layer.
+        name: str. Model name. Defaults to `"<backbone>_classifier"`.
+
+    Returns:
+        A Functional `keras.Model`.
+
+    Raises:
+        ValueError: unknown backbone name or pooling, bad `num_classes`, an input shape
+            the backbone can't take.
+
+    Example:
+
+    >>> import keras_transfer
+    >>> model = keras_transfer.build_classifier(
+    ...     "mobilenet_v2", num_classes=3, weights=None, input_shape=(32, 32, 3))
+    >>> model.output.shape
+    (None, 3)
+    >>> model.get_layer("predictions").units
+    3
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(
+            f"num_classes must be a positive integer. Received: num_classes={num_classes!r}"
+        )
+    if pooling not in POOLINGS:
+        raise ValueError(
+            f"pooling must be one of {POOLINGS}. Received: pooling={pooling!r}"
+        )
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
+
+    if isinstance(backbone, keras.Model):
+        feature_model = _feature_model(backbone, feature_layer)
+        if input_shape is not None and tuple(input_shape) != tuple(feature_model.input.shape[1:]):
+            raise ValueError(
+                f"The source model takes inputs of shape {tuple(feature_model.input.shape[1:])}. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        shape = tuple(feature_model.input.shape[1:])
+        preprocess = None
+        pretrained = True
+        default_name = f"{backbone.name}_transfer"
+    elif isinstance(backbone, str):
+        spec = backbones.get_backbone_spec(backbone)
+        feature_model = backbones.build_backbone(spec.name, weights, input_shape)
+        shape = tuple(feature_model.input.shape[1:])
+        preprocess = BackbonePreprocessing(spec.name, name="preprocessing")
+        pretrained = weights is not None
+        default_name = f"{spec.name}_classifier"
+    else:
+        raise ValueError(
+            "backbone must be a registry name or a keras.Model. "
+            f"Received: backbone={backbone!r}"
+        )
+
+    frozen = pretrained if freeze_backbone is None else bool(freeze_backbone)
+    feature_model.trainable = not frozen
+
+    inputs = keras.Input(shape, name="images")
+    x = preprocess(inputs) if preprocess is not None else inputs
+    x = feature_model(x, training=False) if frozen else feature_model(x)
+    if len(x.shape) == 4 and pooling is not None:
+        pool = {
+            "avg": keras.layers.GlobalAveragePooling2D,
+            "max": keras.layers.GlobalMaxPooling2D,
+            "flatten": keras.layers.Flatten,
+        }[pooling]
+        x = pool(name="pooling")(x)
+    elif len(x.shape) > 2:
+        x = keras.layers.Flatten(name="pooling")(x)
+    x = keras.layers.Dropout(dropout, name="output_dropout")(x)
+    outputs = keras.layers.Dense(
+        num_classes, activation=activation, dtype="float32", name="predictions"
+    )(x)
+    return keras.Model(inputs, outputs, name=name or default_name)
+
+
+def _feature_model(model, feature_layer):
+    """A clone (with copied weights) of `model` up to its features, named `backbone`."""
+    if not model.built or not getattr(model, "inputs", None):
+        raise ValueError(
+            f"The source model {model.name!r} has no defined inputs: build it on a "
+            "keras.Input (Functional, or Sequential starting with keras.Input)."
+        )
+    if feature_layer is None:
+        features = model.layers[-1].input
+        while isinstance(features._keras_history.operation, keras.layers.Dropout):
+            features = features._keras_history.operation.input
+    else:
+        layer = (
+            model.layers[feature_layer]
+            if isinstance(feature_layer, int)
+            else model.get_layer(feature_layer)
+        )
+        features = keras.layers.Layer.output.fget(layer)
+    if isinstance(features, (list, tuple)):
+        raise ValueError(
+            "The features of the source model must be a single tensor. "
+            f"Received: feature_layer={feature_layer!r}"
+        )
+    if len(model.inputs) != 1:
+        raise ValueError(
+            f"The source model {model.name!r} must have one input. "
+            f"Received: {len(model.inputs)} inputs"
+        )
+    cut = keras.Model(model.inputs[0], features, name="backbone")
+    clone = keras.models.clone_model(cut)
+    clone.set_weights(cut.get_weights())
+    return clone

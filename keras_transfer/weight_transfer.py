@@ -1,0 +1,203 @@
+"""Layer-by-layer weight transfer from a source model to a target model, with a report."""
+
+import dataclasses
+import re
+
+import keras
+
+
+def weighted_layers(model):
+    """Returns `{name: layer}` for every layer with weights, looking inside nested models.
+
+    Nested `keras.Model`s (e.g. a backbone inside a classifier) are opened; any other
+    layer is one unit, whatever sub-layers it has. A name used twice (two nested models
+    each with a `dense`) is qualified with the path of its model: `backbone/dense`.
+
+    Example:
+
+    >>> import keras_transfer
+    >>> model = keras_transfer.build_classifier("mnist_mlp", 10, weights=None)
+    >>> list(keras_transfer.weighted_layers(model))
+    ['fc1', 'predictions']
+    """
+    found = []
+
+    def visit(container, prefix):
+        for layer in container.layers:
+            if isinstance(layer, keras.Model):
+                visit(layer, f"{prefix}{layer.name}/")
+            elif layer.weights:
+                found.append((f"{prefix}{layer.name}", layer))
+
+    visit(model, "")
+    counts = {}
+    for path, layer in found:
+        counts[layer.name] = counts.get(layer.name, 0) + 1
+    return {
+        (layer.name if counts[layer.name] == 1 else path): layer for path, layer in found
+    }
+
+
+@dataclasses.dataclass
+class TransferRow:
+    """One target layer's outcome: `copied`, `skipped` (with why) or `excluded`."""
+
+    target: str
+    source: str
+    status: str
+    params: int
+    reason: str = ""
+
+
+@dataclasses.dataclass
+class TransferReport:
+    """What `transfer_weights` copied and what it did not.
+
+    Attributes:
+        rows: list of `TransferRow`, one per weighted target layer, in model order.
+        unused_source: list of str. Source layers with weights that no target layer took.
+
+    `print(report)` shows a table; `report.copied` / `report.skipped` list layer names;
+    `report.params_copied` counts the parameters copied.
+    """
+
+    rows: list
+    unused_source: list
+
+    @property
+    def copied(self):
+        return [row.target for row in self.rows if row.status == "copied"]
+
+    @property
+    def skipped(self):
+        return [row.target for row in self.rows if row.status != "copied"]
+
+    @property
+    def params_copied(self):
+        return sum(row.params for row in self.rows if row.status == "copied")
+
+    @property
+    def params_total(self):
+        return sum(row.params for row in self.rows)
+
+    def summary(self):
+        return (
+            f"{len(self.copied)}/{len(self.rows)} layers copied, "
+            f"{self.params_copied:,}/{self.params_total:,} target parameters "
+            f"({self.params_copied / max(self.params_total, 1):.1%})"
+        )
+
+    def __str__(self):
+        header = ("target layer", "source layer", "status", "params", "reason")
+        lines = [header] + [
+            (r.target, r.source or "-", r.status, f"{r.params:,}", r.reason) for r in self.rows
+        ]
+        widths = [max(len(line[i]) for line in lines) for i in range(4)]
+        text = [
+            "  ".join(cell.ljust(width) for cell, width in zip(line[:4], widths)) + "  " + line[4]
+            for line in lines
+        ]
+        text.insert(1, "  ".join("-" * width for width in widths) + "  " + "-" * 6)
+        if self.unused_source:
+            text.append(f"unused source layers: {', '.join(self.unused_source)}")
+        text.append(self.summary())
+        return "\n".join(line.rstrip() for line in text)
+
+
+def transfer_weights(
+    source, target, *, name_map=None, exclude=None, match="name", strict=False, verbose=False
+):
+    """Copies weights from `source` to `target` layer by layer and reports what happened.
+
+    Layers are paired by name (inside nested models too), or in order with
+    `match="order"` for models whose layer names were generated. A pair whose weight
+    shapes all agree is copied with `set_weights`; anything else is skipped with the
+    reason (typically a head with another class count). Follows timm's rules: match by
+    name, copy equal shapes, report what was missing rather than silently succeeding.
+
+    Args:
+        source: `keras.Model`. Where the weights come from.
+        target: `keras.Model`. Where they go (modified in place).
+        name_map: dict. `{source_layer_name: target_layer_name}` for renamed layers.
+        exclude: str, list of str. Regular expressions (`re.fullmatch`) of target layer
+            names never to copy, e.g. `"predictions"`.
+        match: str. `"name"` (default) or `"order"`: pair the i-th weighted layer of
+            each model.
+        strict: bool. Raise instead of skipping when a shape differs, a target layer
+            has no source, or a source layer is left unused. Defaults to `False`.
+        verbose: bool. Print the report. Defaults to `False`.
+
+    Returns:
+        `TransferReport`.
+
+    Raises:
+        ValueError: in strict mode, naming the layers and both shapes.
+
+    Example:
+
+    >>> import keras_transfer
+    >>> source = keras_transfer.build_classifier("mnist_cnn", 10, weights=None)
+    >>> target = keras_transfer.build_classifier("mnist_cnn", 5, weights=None)
+    >>> report = keras_transfer.transfer_weights(source, target)
+    >>> report.copied
+    ['conv1', 'conv2', 'fc1']
+    >>> report.skipped
+    ['predictions']
+    """
+    if match not in ("name", "order"):
+        raise ValueError(f"match must be 'name' or 'order'. Received: match={match!r}")
+    patterns = [exclude] if isinstance(exclude, str) else list(exclude or [])
+    source_layers = weighted_layers(source)
+    target_layers = weighted_layers(target)
+
+    if match == "order":
+        pairs = dict(zip(target_layers, source_layers))
+    else:
+        renamed = {t: s for s, t in (name_map or {}).items()}
+        unknown = [s for s in renamed.values() if s not in source_layers]
+        unknown += [t for t in renamed if t not in target_layers]
+        if unknown:
+            raise ValueError(
+                f"name_map names layers that do not exist: {unknown}. "
+                f"Received: name_map={name_map!r}"
+            )
+        pairs = {t: renamed.get(t, t) for t in target_layers}
+
+    rows, problems, used = [], [], set()
+    for target_name, layer in target_layers.items():
+        params = sum(int(w.numpy().size) for w in layer.weights)
+        source_name = pairs.get(target_name)
+        if any(re.fullmatch(p, target_name) for p in patterns):
+            used.add(source_name)
+            rows.append(TransferRow(target_name, "", "excluded", params, "excluded"))
+            continue
+        if source_name not in source_layers:
+            rows.append(TransferRow(target_name, "", "skipped", params, "not in source"))
+            problems.append(f"target layer {target_name!r} has no source layer")
+            continue
+        used.add(source_name)
+        source_weights = source_layers[source_name].get_weights()
+        source_shapes = [tuple(w.shape) for w in source_weights]
+        target_shapes = [tuple(w.shape) for w in layer.weights]
+        if source_shapes != target_shapes:
+            reason = f"shape mismatch: {source_shapes} -> {target_shapes}"
+            rows.append(TransferRow(target_name, source_name, "skipped", params, reason))
+            problems.append(
+                f"source layer {source_name!r} has weight shapes {source_shapes} but "
+                f"target layer {target_name!r} has {target_shapes}"
+            )
+            continue
+        layer.set_weights(source_weights)
+        rows.append(TransferRow(target_name, source_name, "copied", params))
+
+    unused = [name for name in source_layers if name not in used]
+    if strict:
+        problems += [f"source layer {name!r} was not used" for name in unused]
+        if problems:
+            raise ValueError(
+                "Strict weight transfer failed:\n  " + "\n  ".join(problems)
+            )
+    report = TransferReport(rows=rows, unused_source=unused)
+    if verbose:
+        print(report)
+    return report
