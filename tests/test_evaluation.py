@@ -1,0 +1,32 @@
+import numpy as np
+
+import keras_transfer
+
+
+def test_report_and_confusion_matrix_match_the_predictions(mnist, tmp_path):
+    model = keras_transfer.build_classifier("mnist_mlp", 10, weights=None)
+    keras_transfer.train(model, (mnist.x[:1000], mnist.y[:1000]), epochs=2, verbose=0)
+    test = (mnist.x[4000:], mnist.y[4000:])
+    result = keras_transfer.evaluate_classifier(model, test, class_names=[f"d{i}" for i in range(10)])
+    predicted = model.predict(test[0], verbose=0).argmax(-1)
+    assert result.accuracy == np.mean(predicted == test[1])
+    assert result.confusion_matrix.sum() == 1000
+    assert np.trace(result.confusion_matrix) == int(round(result.accuracy * 1000))
+    assert "d7" in result.report and abs(result.report_dict["accuracy"] - result.accuracy) < 1e-9
+    dataset = keras_transfer.data.make_dataset(*test, batch_size=100)
+    assert keras_transfer.evaluate_classifier(model, dataset).accuracy == result.accuracy
+
+    cm = keras_transfer.plot_confusion_matrix(result, str(tmp_path / "cm.png"), normalize=True)
+    history = keras_transfer.train(model, (mnist.x[:200], mnist.y[:200]), test, epochs=2, verbose=0)
+    curves = keras_transfer.plot_history(history, str(tmp_path / "plots" / "curves.png"))
+    for path in (cm, curves):
+        with open(path, "rb") as handle:
+            assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_class_name_count_must_match():
+    import pytest
+
+    model = keras_transfer.build_classifier("mnist_mlp", 3, weights=None)
+    with pytest.raises(ValueError, match="3 classes but 2 class names"):
+        keras_transfer.evaluate_classifier(model, (np.zeros((2, 28, 28, 1)), np.zeros(2)), class_names=["a", "b"])

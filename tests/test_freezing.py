@@ -1,0 +1,70 @@
+import keras
+import numpy as np
+import pytest
+
+import keras_transfer
+from keras_transfer import freezing
+
+
+def bn_model():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, name="conv_a")(inputs)
+    x = keras.layers.BatchNormalization(name="bn_a")(x)
+    x = keras.layers.Conv2D(4, 3, name="conv_b")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = keras.layers.Dense(2, name="head")(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_select_by_name_index_regex_fraction():
+    model = bn_model()
+    keras_transfer.freeze(model, "conv_a")
+    assert not model.get_layer("conv_a").trainable and model.get_layer("conv_b").trainable
+    keras_transfer.unfreeze(model, freeze_batchnorm=False)
+    keras_transfer.freeze(model, [0, -1])
+    assert not model.get_layer("conv_a").trainable and not model.get_layer("head").trainable
+    keras_transfer.unfreeze(model, freeze_batchnorm=False)
+    keras_transfer.freeze(model, pattern=r"^conv_")
+    assert [l.name for l in freezing.leaf_layers(model) if not l.trainable] == ["conv_a", "conv_b"]
+    keras_transfer.unfreeze(model, freeze_batchnorm=False)
+    counts = keras_transfer.freeze(model, fraction=0.6)  # bottom 3 of 5 layers
+    assert [l.name for l in freezing.leaf_layers(model) if not l.trainable] == ["conv_a", "bn_a", "conv_b"]
+    assert counts.trainable == 4 * 2 + 2 and counts.total == keras_transfer.count_parameters(model).total
+    with pytest.raises(ValueError, match="No layer named 'conv_z'"):
+        keras_transfer.freeze(model, "conv_z")
+    with pytest.raises(ValueError, match="fraction"):
+        keras_transfer.freeze(model, fraction=1.5)
+
+
+def test_unfreeze_keeps_batchnorm_frozen_by_default():
+    model = bn_model()
+    keras_transfer.freeze(model)
+    assert keras_transfer.count_parameters(model).trainable == 0
+    keras_transfer.unfreeze(model)
+    assert not model.get_layer("bn_a").trainable and model.get_layer("conv_a").trainable
+    keras_transfer.unfreeze(model, freeze_batchnorm=False)
+    assert model.get_layer("bn_a").trainable
+
+
+def test_unfreeze_inside_a_frozen_nested_backbone():
+    model = keras_transfer.build_classifier("mnist_cnn", 5, weights=None, freeze_backbone=True)
+    backbone = model.get_layer("backbone")
+    assert not backbone.trainable
+    counts = keras_transfer.unfreeze(model, "fc1")
+    trainable = {w.path.split("/")[0] for w in model.trainable_weights}
+    assert trainable == {"fc1", "predictions"}
+    assert counts.trainable == 204928 + 645
+
+
+def test_frozen_weights_do_not_change_in_fit(mnist):
+    model = keras_transfer.build_classifier("mnist_cnn", 10, weights=None)
+    keras_transfer.freeze(model, pattern="conv")
+    frozen = {n: l.get_weights() for n, l in keras_transfer.weighted_layers(model).items()}
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(mnist.x[:128], mnist.y[:128], epochs=1, batch_size=32, verbose=0)
+    after = keras_transfer.weighted_layers(model)
+    for name in ("conv1", "conv2"):
+        for a, b in zip(frozen[name], after[name].get_weights()):
+            np.testing.assert_array_equal(a, b)
+    for name in ("fc1", "predictions"):
+        assert not np.allclose(frozen[name][0], after[name].get_weights()[0])
