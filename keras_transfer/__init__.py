@@ -13,6 +13,14 @@ Example:
 
 __version__ = "0.1.0"
 
+import os as _os
+import sys as _sys
+
+if "tensorflow" not in _sys.modules:
+    # Hide TensorFlow's C++ INFO lines (oneDNN, CPU features); warnings and errors stay.
+    # A value the user set wins.
+    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
 from keras_transfer import data
 from keras_transfer.backbones import BackboneSpec
 from keras_transfer.backbones import build_backbone

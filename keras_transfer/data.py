@@ -347,10 +347,10 @@ def make_dataset(
         if num_classes is not None:
             check_labels(y, num_classes)
         y = y.astype(np.int64)
-    if batch_size < 1 or (drop_remainder and batch_size > len(x)):
+    if batch_size < 1 or (drop_remainder and not repeat and batch_size > len(x)):
         raise ValueError(
-            f"batch_size must be in [1, {len(x)}] with drop_remainder=True. "
-            f"Received: batch_size={batch_size}"
+            f"batch_size must be in [1, {len(x)}] with drop_remainder=True (or use "
+            f"repeat=True). Received: batch_size={batch_size}"
         )
 
     ds = tf.data.Dataset.from_tensor_slices(x.astype(np.float32) if y is None else (x.astype(np.float32), y))

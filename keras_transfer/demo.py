@@ -1,0 +1,347 @@
+"""`keras-transfer demo`: MNIST digits 0-4 -> digits 5-9 and -> UCI digits, few-shot.
+
+A source model (the small CNN, and the classic MLP) is trained on MNIST digits 0-4. Two
+targets follow, each with k = 1, 5, 10 labelled examples per class and with all of its
+training pool: MNIST digits 5-9 (new classes, same scanner) and the UCI 8x8 digits (all
+ten classes, another scanner and resolution). For each, three methods are compared on
+held-out target data, averaged over seeds: training from scratch, feature extraction
+(the source backbone frozen) and fine-tuning from the source weights.
+
+Few-shot runs are many tiny trainings, where Keras's per-`fit` set-up would dominate: each
+(target, method) gets one compiled model that every run resets (weights from a per-seed
+snapshot, optimizer state zeroed) instead of rebuilding and retracing it.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_transfer import builders
+from keras_transfer import data
+from keras_transfer import evaluation
+from keras_transfer import export
+from keras_transfer import freezing
+from keras_transfer import training
+from keras_transfer import weight_transfer
+
+METHODS = ("scratch", "frozen", "fine-tune")
+
+
+@dataclasses.dataclass
+class Recipe:
+    """Training settings shared by every run of the demo (scratch runs included)."""
+
+    batch_size: int = 32
+    steps: int = 200  # optimizer steps of a few-shot run
+    all_epochs: int = 10  # epochs over the whole pool for the "all" budget
+    learning_rate: float = 1e-3  # scratch and fine-tune
+    head_learning_rate: float = 1e-3  # the frozen backbone's head
+    fine_tune_learning_rate: float = 1e-3
+    source_epochs: int = 10
+    translation: float = 0.1
+    rotation: float = 0.05
+    zoom: float = 0.1
+    steps_per_execution: int = 10
+
+    def steps_for(self, budget, size):
+        if budget == "all":
+            return max(1, self.all_epochs * size // self.batch_size)
+        return self.steps
+
+
+SMOKE = Recipe(steps=20, all_epochs=1, source_epochs=1)
+
+
+@dataclasses.dataclass
+class Target:
+    name: str
+    title: str
+    pool: tuple
+    test: tuple
+    class_names: list
+
+
+def load_tasks(seed=0, verbose=True):
+    """The source task (MNIST 0-4) and both targets, each split 70/30 (stratified)."""
+    from sklearn.model_selection import train_test_split
+
+    mnist = data.load_mnist(verbose=verbose)
+    uci = data.load_uci_digits()
+
+    def split(x, y):
+        x_pool, x_test, y_pool, y_test = train_test_split(
+            x, y, test_size=0.3, stratify=y, random_state=seed
+        )
+        return (x_pool, y_pool), (x_test, y_test)
+
+    source = split(*data.subset_classes(mnist.x, mnist.y, range(5)))
+    digits = split(*data.subset_classes(mnist.x, mnist.y, range(5, 10)))
+    targets = [
+        Target("digits_5_9", "MNIST 5-9", *digits, [str(d) for d in range(5, 10)]),
+        Target("uci_digits", "UCI digits", *split(uci.x, uci.y), [str(d) for d in range(10)]),
+    ]
+    return source, targets, mnist.source
+
+
+class RunLengthCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Cosine decay to zero over a run whose length and peak are set per run."""
+
+    def __init__(self, learning_rate):
+        self.peak = tf.Variable(float(learning_rate), trainable=False, dtype="float32")
+        self.total = tf.Variable(100.0, trainable=False, dtype="float32")
+
+    def __call__(self, step):
+        progress = tf.minimum(tf.cast(step, "float32") / self.total, 1.0)
+        return self.peak * 0.5 * (1.0 + tf.cos(math.pi * progress))
+
+    def get_config(self):
+        return {"learning_rate": float(self.peak.numpy())}
+
+
+class Runner:
+    """One compiled classifier reused by many short runs."""
+
+    def __init__(self, model, recipe):
+        self.model = model
+        self.recipe = recipe
+        self.schedule = RunLengthCosine(recipe.learning_rate)
+        training.compile_classifier(
+            model,
+            optimizer=keras.optimizers.Adam(self.schedule),
+            steps_per_execution=recipe.steps_per_execution,
+        )
+
+    def fit(self, dataset, steps, learning_rate, validation=None):
+        """Trains the model's current weights from a fresh optimizer state."""
+        for variable in self.model.optimizer.variables:
+            variable.assign(tf.zeros_like(variable))
+        spe = self.recipe.steps_per_execution
+        steps = int(math.ceil(steps / spe) * spe)
+        self.schedule.peak.assign(learning_rate)
+        self.schedule.total.assign(float(steps))
+        epochs = 5 if validation is not None and steps >= 5 * spe else 1
+        return self.model.fit(
+            dataset, epochs=epochs, steps_per_epoch=steps // epochs,
+            validation_data=validation, shuffle=False, verbose=0,
+        )
+
+    def accuracy(self, x, y):
+        # One batch: a fixed test set then has one shape, so nothing retraces.
+        predicted = self.model.predict(x, batch_size=len(x), verbose=0).argmax(-1)
+        return float(np.mean(predicted == y))
+
+
+def _pipeline(x, y, recipe, seed):
+    augment = data.default_augmentation(recipe.translation, recipe.rotation, recipe.zoom, seed=seed)
+    return data.make_dataset(
+        x, y, batch_size=recipe.batch_size, shuffle=True, seed=seed, repeat=True,
+        drop_remainder=True, augment=augment,
+    )
+
+
+def _initial_weights(backbone, num_classes, seed):
+    keras.utils.set_random_seed(seed)
+    return builders.build_classifier(backbone, num_classes, weights=None).get_weights()
+
+
+def train_source(backbone, source, recipe, seed=0, log=print):
+    """Trains a source classifier on MNIST 0-4; returns it, its accuracy and history."""
+    (x, y), test = source
+    keras.utils.set_random_seed(seed)
+    model = builders.build_classifier(backbone, 5, weights=None)
+    runner = Runner(model, recipe)
+    start = time.time()
+    steps = recipe.source_epochs * len(x) // recipe.batch_size
+    history = runner.fit(_pipeline(x, y, recipe, seed), steps, recipe.learning_rate, validation=test)
+    accuracy = runner.accuracy(*test)
+    log(f"source {backbone}: MNIST 0-4 test accuracy {accuracy:.4f} ({time.time() - start:.1f}s)")
+    return model, accuracy, history
+
+
+def run_target(source_model, backbone, target, recipe, budgets, seeds, log=print, on_run=None):
+    """Scratch / frozen / fine-tune runs on one target; returns {(method, budget): [acc]}."""
+    num_classes = len(target.class_names)
+    full = Runner(builders.build_classifier(backbone, num_classes, weights=None), recipe)
+    frozen_model = builders.build_classifier(backbone, num_classes, weights=None)
+    freezing.freeze(frozen_model.get_layer("backbone"))
+    frozen = Runner(frozen_model, recipe)
+    results = {}
+    for budget in budgets:
+        for seed in seeds:
+            if budget == "all":
+                x, y = target.pool
+            else:
+                x, y = data.few_shot(*target.pool, budget, seed=seed)
+            dataset = _pipeline(x, y, recipe, seed)
+            steps = recipe.steps_for(budget, len(x))
+            initial = _initial_weights(backbone, num_classes, 1000 + seed)
+            for method in METHODS:
+                start = time.time()
+                runner = frozen if method == "frozen" else full
+                runner.model.set_weights(initial)
+                if method != "scratch":
+                    weight_transfer.transfer_weights(source_model, runner.model, exclude="predictions")
+                rate = {
+                    "scratch": recipe.learning_rate,
+                    "frozen": recipe.head_learning_rate,
+                    "fine-tune": recipe.fine_tune_learning_rate,
+                }[method]
+                runner.fit(dataset, steps, rate)
+                accuracy = runner.accuracy(*target.test)
+                results.setdefault((method, budget), []).append(accuracy)
+                log(
+                    f"  {target.title} [{backbone}] {_budget_label(budget)} seed {seed} "
+                    f"{method}: {accuracy:.4f} ({time.time() - start:.1f}s)"
+                )
+                if on_run is not None:
+                    on_run(method, budget, accuracy, runner.model)
+    return results
+
+
+def _budget_label(budget):
+    return "all" if budget == "all" else f"k={budget}"
+
+
+def format_table(rows, budgets):
+    """rows: list of (target title, source, {(method, budget): [accuracies]})."""
+    header = f"{'target':<12} {'source':<6} {'labels/class':>12}  " + "  ".join(
+        f"{m:>13}" for m in METHODS
+    )
+    lines = [header, "-" * len(header)]
+    for title, source, results in rows:
+        for budget in budgets:
+            cells = []
+            for method in METHODS:
+                values = results.get((method, budget), [])
+                if not values:
+                    cells.append(f"{'-':>13}")
+                    continue
+                spread = (max(values) - min(values)) / 2
+                cells.append(f"{np.mean(values):>7.3f} ±{spread:.3f}")
+            lines.append(f"{title:<12} {source:<6} {str(budget):>12}  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def plot_budgets(rows, budgets, path):
+    """Accuracy against labels per class, one panel per (target, source)."""
+    plt = evaluation._figure()
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.6), squeeze=False)
+    ticks = [str(b) for b in budgets]
+    for ax, (title, source, results) in zip(axes[0], rows):
+        for method in METHODS:
+            means = [np.mean(results[(method, b)]) for b in budgets]
+            ax.plot(ticks, means, marker="o", label=method)
+        ax.set_title(f"{title} ({source} source)")
+        ax.set_xlabel("labelled examples per class")
+        ax.set_ylabel("test accuracy")
+        ax.set_ylim(0, 1)
+        ax.legend()
+    return evaluation._save(fig, path)
+
+
+def run_demo(
+    output_dir="saved_models",
+    *,
+    sources=("cnn", "mlp"),
+    budgets=(1, 5, 10, "all"),
+    seeds=(0, 1),
+    recipe=None,
+    smoke=False,
+    log=print,
+):
+    """Runs the whole demo; prints progress and the table; writes plots, results, models.
+
+    Args:
+        output_dir: str. Where `demo/` (table, plots) and the exported SavedModels
+            (`digits_5_9/<version>/`, `uci_digits/<version>/`) go. Defaults to
+            `"saved_models"`.
+        sources: which source backbones: `"cnn"`, `"mlp"`. Defaults to both.
+        budgets: labelled examples per class, `"all"` for the whole pool.
+        seeds: seeds to average over. Defaults to `(0, 1)`.
+        recipe: `Recipe`. Defaults to `Recipe()` (`SMOKE` with `smoke=True`).
+        smoke: bool. A seconds-long run (1 seed, k=1 and 5, few steps) for tests.
+        log: callable for progress lines. Defaults to `print`.
+
+    Returns:
+        dict with `table` (str), `results` (nested dict of mean accuracies), `exports`
+        (paths) and `plots` (paths).
+    """
+    if smoke:
+        recipe = recipe or SMOKE
+        budgets, seeds, sources = (1, 5), (0,), tuple(sources)[:1]
+    recipe = recipe or Recipe()
+    backbones_by_source = {"cnn": "mnist_cnn", "mlp": "mnist_mlp"}
+    unknown = [s for s in sources if s not in backbones_by_source]
+    if unknown:
+        raise ValueError(f"sources must be 'cnn' and/or 'mlp'. Received: sources={list(sources)}")
+    start = time.time()
+    report_dir = os.path.join(output_dir, "demo")
+    os.makedirs(report_dir, exist_ok=True)
+    source_task, targets, mnist_source = load_tasks(verbose=True)
+    log(
+        f"Runs: {len(sources)} source(s) x {len(targets)} targets x {len(budgets)} budgets x "
+        f"{len(seeds)} seed(s) x {len(METHODS)} methods"
+    )
+
+    rows, plots, best = [], [], {}
+    for source in sources:
+        backbone = backbones_by_source[source]
+        source_model, source_accuracy, history = train_source(backbone, source_task, recipe, log=log)
+        plots.append(evaluation.plot_history(
+            history, os.path.join(report_dir, f"source_{source}_curves.png"),
+            title=f"{source} source on MNIST 0-4",
+        ))
+        for target in targets:
+
+            def keep_best(method, budget, accuracy, model, target=target):
+                if accuracy > best.get(target.name, (-1.0,))[0]:
+                    best[target.name] = (accuracy, model.get_weights(), model, method, budget, source)
+
+            results = run_target(source_model, backbone, target, recipe, budgets, seeds, log, keep_best)
+            rows.append((target.title, source, results))
+
+    table = format_table(rows, budgets)
+    plots.append(plot_budgets(rows, budgets, os.path.join(report_dir, "accuracy_vs_labels.png")))
+    exports = {}
+    for target in targets:
+        accuracy, weights, model, method, budget, source = best[target.name]
+        model.set_weights(weights)
+        result = evaluation.evaluate_classifier(model, target.test, target.class_names)
+        plots.append(evaluation.plot_confusion_matrix(
+            result, os.path.join(report_dir, f"{target.name}_confusion.png"),
+            title=f"{target.title}: {method}, {_budget_label(budget)}, {source} (acc {result.accuracy:.3f})",
+        ))
+        exports[target.name] = export.export_saved_model(
+            model, os.path.join(output_dir, target.name), class_names=target.class_names
+        )
+        log(f"exported {target.title} ({method}, {_budget_label(budget)}, {source} source, "
+            f"accuracy {accuracy:.4f}) to {exports[target.name]}")
+
+    summary = {
+        "mnist": mnist_source,
+        "recipe": dataclasses.asdict(recipe),
+        "seeds": list(seeds),
+        "seconds": round(time.time() - start, 1),
+        "results": {
+            f"{title} / {source}": {
+                f"{method} / {budget}": float(np.mean(values))
+                for (method, budget), values in results.items()
+            }
+            for title, source, results in rows
+        },
+        "exports": exports,
+    }
+    with open(os.path.join(report_dir, "results.json"), "w") as handle:
+        json.dump(summary, handle, indent=2)
+    with open(os.path.join(report_dir, "results.txt"), "w") as handle:
+        handle.write(table + "\n")
+    log("\nTest accuracy (mean ±half-range over seeds " + ", ".join(map(str, seeds)) + "):")
+    log(table)
+    log(f"\nMNIST copy: {mnist_source}; {summary['seconds']:.0f}s; plots and results in {report_dir}")
+    return {"table": table, "results": summary["results"], "exports": exports, "plots": plots}
