@@ -61,8 +61,9 @@ def compile_classifier(
 
     >>> import keras_transfer
     >>> model = keras_transfer.build_classifier("mnist_mlp", 10, weights=None)
-    >>> keras_transfer.compile_classifier(model, learning_rate=1e-3).optimizer.name
-    'adam'
+    >>> model = keras_transfer.compile_classifier(model, learning_rate=1e-3)
+    >>> type(model.optimizer).__name__, round(float(model.optimizer.learning_rate), 6)
+    ('Adam', 0.001)
     """
     head = model.layers[-1]
     probabilities = getattr(head, "activation", None) is keras.activations.softmax
