@@ -239,15 +239,12 @@ def identity(x):
 _apps = keras.applications
 
 
-def _application(constructor, **fixed):
+def _application(constructor):
     def build(input_shape, weights, name):
-        return constructor(
-            include_top=False,
-            weights=weights,
-            input_shape=input_shape,
-            name=name,
-            **fixed,
-        )
+        # Not passed to the constructor: EfficientNetV2 looks its config up by name.
+        model = constructor(include_top=False, weights=weights, input_shape=input_shape)
+        model.name = name
+        return model
 
     return build
 
