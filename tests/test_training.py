@@ -91,6 +91,11 @@ def test_two_stage_fine_tuning(digits_split, tmp_path):
     assert np.isclose(seen[0][1], 1e-3) and np.isclose(seen[1][1], 1e-4)
     assert len(result.history["loss"]) == 2 and result.head_epochs == 1
     assert os.path.exists(tmp_path / "head.weights.h5")
+    # Run again (as after a crash in stage 2): stage 1 is loaded, not trained again.
+    again = keras_transfer.fine_tune(
+        model, train, test, head_epochs=1, epochs=1, learning_rate=1e-4,
+        workdir=str(tmp_path), verbose=0)
+    assert len(again.history["loss"]) == 1
     with pytest.raises(ValueError, match="no layer named 'body'"):
         keras_transfer.fine_tune(model, train, backbone="body")
 
