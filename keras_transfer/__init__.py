@@ -38,6 +38,7 @@ from keras_transfer.freezing import ParameterCount
 from keras_transfer.freezing import count_parameters
 from keras_transfer.freezing import freeze
 from keras_transfer.freezing import unfreeze
+from keras_transfer.losses import SparseCategoricalCrossentropy
 from keras_transfer.preprocessing import BackbonePreprocessing
 from keras_transfer.training import TwoStageHistory
 from keras_transfer.training import compile_classifier

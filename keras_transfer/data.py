@@ -260,13 +260,16 @@ def default_augmentation(translation=0.1, rotation=0.05, zoom=0.1, flip=False, s
     >>> [layer.name for layer in augment.layers]
     ['translation', 'rotation', 'zoom']
     """
+    # One seed each: layers seeded alike draw the same numbers, and shift, rotation and
+    # zoom would move together.
+    seeds = [None] * 4 if seed is None else [seed + i for i in range(4)]
     layers = [
-        keras.layers.RandomTranslation(translation, translation, fill_mode="constant", seed=seed, name="translation"),
-        keras.layers.RandomRotation(rotation, fill_mode="constant", seed=seed, name="rotation"),
-        keras.layers.RandomZoom(zoom, fill_mode="constant", seed=seed, name="zoom"),
+        keras.layers.RandomTranslation(translation, translation, fill_mode="constant", seed=seeds[0], name="translation"),
+        keras.layers.RandomRotation(rotation, fill_mode="constant", seed=seeds[1], name="rotation"),
+        keras.layers.RandomZoom(zoom, fill_mode="constant", seed=seeds[2], name="zoom"),
     ]
     if flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed, name="flip"))
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seeds[3], name="flip"))
     return keras.Sequential(layers, name="augmentation")
 
 

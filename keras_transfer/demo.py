@@ -35,15 +35,22 @@ METHODS = ("scratch", "frozen", "fine-tune")
 
 @dataclasses.dataclass
 class Recipe:
-    """Training settings shared by every run of the demo (scratch runs included)."""
+    """Training settings shared by every run of the demo (scratch runs included).
+
+    Chosen on a validation split carved from each target's training pool (seeds 100,
+    101), never on the test split. Each run is Adam with cosine decay to zero, label
+    smoothing 0.1, and light augmentation in tf.data (shift, rotate, zoom).
+    """
 
     batch_size: int = 32
-    steps: int = 200  # optimizer steps of a few-shot run
-    all_epochs: int = 10  # epochs over the whole pool for the "all" budget
-    learning_rate: float = 1e-3  # scratch and fine-tune
-    head_learning_rate: float = 1e-3  # the frozen backbone's head
-    fine_tune_learning_rate: float = 1e-3
+    steps: int = 400  # optimizer steps of a few-shot run (k labels per class)
+    all_epochs: int = 20  # epochs over the whole pool for the "all" budget
+    learning_rate: float = 3e-3  # scratch
+    head_learning_rate: float = 1e-2  # the head on a frozen backbone
+    fine_tune_learning_rate: float = 3e-3  # every layer, from the source weights
+    source_learning_rate: float = 1e-3
     source_epochs: int = 10
+    label_smoothing: float = 0.1
     translation: float = 0.1
     rotation: float = 0.05
     zoom: float = 0.1
@@ -55,7 +62,7 @@ class Recipe:
         return self.steps
 
 
-SMOKE = Recipe(steps=20, all_epochs=1, source_epochs=1)
+SMOKE = Recipe(steps=20, all_epochs=1, source_epochs=1, steps_per_execution=5)
 
 
 @dataclasses.dataclass
@@ -115,12 +122,14 @@ class Runner:
             model,
             optimizer=keras.optimizers.Adam(self.schedule),
             steps_per_execution=recipe.steps_per_execution,
+            label_smoothing=recipe.label_smoothing,
         )
 
     def fit(self, dataset, steps, learning_rate, validation=None):
         """Trains the model's current weights from a fresh optimizer state."""
         for variable in self.model.optimizer.variables:
-            variable.assign(tf.zeros_like(variable))
+            if "learning_rate" not in variable.path:
+                variable.assign(tf.zeros_like(variable))
         spe = self.recipe.steps_per_execution
         steps = int(math.ceil(steps / spe) * spe)
         self.schedule.peak.assign(learning_rate)
@@ -158,7 +167,7 @@ def train_source(backbone, source, recipe, seed=0, log=print):
     runner = Runner(model, recipe)
     start = time.time()
     steps = recipe.source_epochs * len(x) // recipe.batch_size
-    history = runner.fit(_pipeline(x, y, recipe, seed), steps, recipe.learning_rate, validation=test)
+    history = runner.fit(_pipeline(x, y, recipe, seed), steps, recipe.source_learning_rate, validation=test)
     accuracy = runner.accuracy(*test)
     log(f"source {backbone}: MNIST 0-4 test accuracy {accuracy:.4f} ({time.time() - start:.1f}s)")
     return model, accuracy, history

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from keras_transfer import data as data_lib
 from keras_transfer import freezing
+from keras_transfer.losses import SparseCategoricalCrossentropy
 
 
 def default_jit_compile():
@@ -39,6 +40,7 @@ def compile_classifier(
     optimizer=None,
     jit_compile="auto",
     steps_per_execution=1,
+    label_smoothing=0.0,
     metrics=("accuracy",),
 ):
     """Compiles a classifier for integer labels with the toolkit's defaults.
@@ -52,6 +54,8 @@ def compile_classifier(
         optimizer: `keras.optimizers.Optimizer`. Replaces Adam if given.
         jit_compile: bool or `"auto"` (`default_jit_compile()`). Defaults to `"auto"`.
         steps_per_execution: int. Batches per compiled call. Defaults to `1`.
+        label_smoothing: float. Label smoothing of the cross-entropy (it helps few-shot
+            fine-tuning). Defaults to `0.0`.
         metrics: sequence. Defaults to `("accuracy",)`.
 
     Returns:
@@ -69,7 +73,7 @@ def compile_classifier(
     probabilities = getattr(head, "activation", None) is keras.activations.softmax
     model.compile(
         optimizer=optimizer or keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities),
+        loss=SparseCategoricalCrossentropy(label_smoothing, from_logits=not probabilities),
         metrics=list(metrics),
         jit_compile=default_jit_compile() if jit_compile == "auto" else bool(jit_compile),
         steps_per_execution=steps_per_execution,
