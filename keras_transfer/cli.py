@@ -47,6 +47,10 @@ def build_parser():
     demo.add_argument("--budgets", type=_budgets, default=(1, 5, 10, "all"),
                       help="labels per class, comma-separated, 'all' for the whole pool (default: 1,5,10,all)")
     demo.add_argument("--seeds", type=_seeds, default=(0, 1), help="seeds to average over (default: 0,1)")
+    demo.add_argument("--recipe", choices=("default", "keras-guide"), default="default",
+                      help="training recipe: the tuned default (augmentation, label smoothing, "
+                           "cosine decay) or the plain Keras-guide one (Adam 1e-3, no "
+                           "augmentation), for a side-by-side comparison (default: default)")
     demo.add_argument("--steps", type=int, default=None, help="optimizer steps of a few-shot run")
     demo.add_argument("--epochs", type=int, default=None,
                       help="epochs over the whole pool for the source and the 'all' budget")
@@ -72,7 +76,11 @@ def main(argv=None):
 
         from keras_transfer import demo
 
-        recipe = demo.SMOKE if args.smoke else demo.Recipe()
+        recipe = demo.RECIPES[args.recipe]
+        if args.smoke:
+            recipe = dataclasses.replace(recipe, steps=demo.SMOKE.steps, all_epochs=demo.SMOKE.all_epochs,
+                                         source_epochs=demo.SMOKE.source_epochs,
+                                         steps_per_execution=demo.SMOKE.steps_per_execution)
         changes = {}
         if args.steps is not None:
             changes["steps"] = args.steps
@@ -82,6 +90,9 @@ def main(argv=None):
         demo.run_demo(
             args.output, sources=tuple(s.strip() for s in args.sources.split(",")),
             budgets=args.budgets, seeds=args.seeds, recipe=recipe, smoke=args.smoke,
+            # A comparison run reports beside the default one and exports nothing.
+            report_name="demo" if args.recipe == "default" else f"demo_{args.recipe}",
+            export_models=args.recipe == "default",
             log=lambda line: print(line, flush=True),
         )
         return 0

@@ -55,6 +55,8 @@ class Recipe:
     rotation: float = 0.05
     zoom: float = 0.1
     steps_per_execution: int = 10
+    augment: bool = True
+    cosine: bool = True
 
     def steps_for(self, budget, size):
         if budget == "all":
@@ -63,6 +65,14 @@ class Recipe:
 
 
 SMOKE = Recipe(steps=20, all_epochs=1, source_epochs=1, steps_per_execution=5)
+
+# The plain recipe of the Keras transfer-learning guide, at the same training budget:
+# Adam 1e-3 throughout, batch 32, no augmentation, no label smoothing, constant rate.
+KERAS_GUIDE = Recipe(
+    learning_rate=1e-3, head_learning_rate=1e-3, fine_tune_learning_rate=1e-3,
+    label_smoothing=0.0, augment=False, cosine=False,
+)
+RECIPES = {"default": Recipe(), "keras-guide": KERAS_GUIDE}
 
 
 @dataclasses.dataclass
@@ -97,18 +107,22 @@ def load_tasks(seed=0, verbose=True):
 
 
 class RunLengthCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Cosine decay to zero over a run whose length and peak are set per run."""
+    """Cosine decay to zero (or a constant rate) over a run whose length and peak are set
+    per run through variables, so runs of any length share one compiled model."""
 
-    def __init__(self, learning_rate):
+    def __init__(self, learning_rate, decay=True):
         self.peak = tf.Variable(float(learning_rate), trainable=False, dtype="float32")
         self.total = tf.Variable(100.0, trainable=False, dtype="float32")
+        self.decay = decay
 
     def __call__(self, step):
+        if not self.decay:
+            return tf.identity(self.peak)
         progress = tf.minimum(tf.cast(step, "float32") / self.total, 1.0)
         return self.peak * 0.5 * (1.0 + tf.cos(math.pi * progress))
 
     def get_config(self):
-        return {"learning_rate": float(self.peak.numpy())}
+        return {"learning_rate": float(self.peak.numpy()), "decay": self.decay}
 
 
 class Runner:
@@ -117,7 +131,7 @@ class Runner:
     def __init__(self, model, recipe):
         self.model = model
         self.recipe = recipe
-        self.schedule = RunLengthCosine(recipe.learning_rate)
+        self.schedule = RunLengthCosine(recipe.learning_rate, decay=recipe.cosine)
         training.compile_classifier(
             model,
             optimizer=keras.optimizers.Adam(self.schedule),
@@ -147,7 +161,9 @@ class Runner:
 
 
 def _pipeline(x, y, recipe, seed):
-    augment = data.default_augmentation(recipe.translation, recipe.rotation, recipe.zoom, seed=seed)
+    augment = None
+    if recipe.augment:
+        augment = data.default_augmentation(recipe.translation, recipe.rotation, recipe.zoom, seed=seed)
     return data.make_dataset(
         x, y, batch_size=recipe.batch_size, shuffle=True, seed=seed, repeat=True,
         drop_remainder=True, augment=augment,
@@ -262,6 +278,8 @@ def run_demo(
     seeds=(0, 1),
     recipe=None,
     smoke=False,
+    report_name="demo",
+    export_models=True,
     log=print,
 ):
     """Runs the whole demo; prints progress and the table; writes plots, results, models.
@@ -275,6 +293,9 @@ def run_demo(
         seeds: seeds to average over. Defaults to `(0, 1)`.
         recipe: `Recipe`. Defaults to `Recipe()` (`SMOKE` with `smoke=True`).
         smoke: bool. A seconds-long run (1 seed, k=1 and 5, few steps) for tests.
+        report_name: str. Folder under `output_dir` for the table, results and plots.
+            Defaults to `"demo"`.
+        export_models: bool. Export the best model of each target. Defaults to `True`.
         log: callable for progress lines. Defaults to `print`.
 
     Returns:
@@ -290,7 +311,7 @@ def run_demo(
     if unknown:
         raise ValueError(f"sources must be 'cnn' and/or 'mlp'. Received: sources={list(sources)}")
     start = time.time()
-    report_dir = os.path.join(output_dir, "demo")
+    report_dir = os.path.join(output_dir, report_name)
     os.makedirs(report_dir, exist_ok=True)
     source_task, targets, mnist_source = load_tasks(verbose=True)
     log(
@@ -326,6 +347,8 @@ def run_demo(
             result, os.path.join(report_dir, f"{target.name}_confusion.png"),
             title=f"{target.title}: {method}, {_budget_label(budget)}, {source} (acc {result.accuracy:.3f})",
         ))
+        if not export_models:
+            continue
         exports[target.name] = export.export_saved_model(
             model, os.path.join(output_dir, target.name), class_names=target.class_names
         )

@@ -72,12 +72,23 @@ def test_bad_arguments_are_refused():
     assert cli.build_parser().parse_args(["demo", "--budgets", "1,all"]).budgets == (1, "all")
 
 
-@pytest.mark.large
-def test_full_demo_beats_the_plain_keras_recipe(tmp_path):
-    """The default recipe must do at least as well as the Keras-guide baseline."""
-    result = run(["demo", "--sources", "cnn", "--output", str(tmp_path)], cwd=tmp_path)
+def test_keras_guide_recipe_reports_beside_and_exports_nothing(tmp_path):
+    result = run(["demo", "--smoke", "--recipe", "keras-guide", "--output", str(tmp_path)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads((tmp_path / "demo" / "results.json").read_text())["results"]
-    digits, uci = results["MNIST 5-9 / cnn"], results["UCI digits / cnn"]
-    assert digits["fine-tune / 5"] >= 0.839 and digits["fine-tune / 10"] >= 0.869
-    assert uci["fine-tune / 5"] >= 0.938 and uci["fine-tune / 10"] >= 0.946
+    results = json.loads((tmp_path / "demo_keras-guide" / "results.json").read_text())
+    assert results["recipe"]["augment"] is False and results["recipe"]["label_smoothing"] == 0.0
+    assert results["exports"] == {} and not (tmp_path / "digits_5_9").exists()
+
+
+@pytest.mark.large
+def test_full_demo_beats_the_plain_keras_recipe_side_by_side(tmp_path):
+    """Same splits, seeds and budget: the default recipe must beat the Keras-guide one."""
+    for recipe in ("default", "keras-guide"):
+        result = run(["demo", "--sources", "cnn", "--recipe", recipe, "--output", str(tmp_path)], cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    ours = json.loads((tmp_path / "demo" / "results.json").read_text())["results"]
+    guide = json.loads((tmp_path / "demo_keras-guide" / "results.json").read_text())["results"]
+    for target in ("MNIST 5-9 / cnn", "UCI digits / cnn"):
+        for k in (5, 10):
+            assert ours[target][f"fine-tune / {k}"] > guide[target][f"fine-tune / {k}"]
+    assert ours["MNIST 5-9 / cnn"]["fine-tune / 10"] >= 0.90
