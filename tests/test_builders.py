@@ -108,6 +108,16 @@ def test_bad_arguments_get_clear_errors():
         keras_transfer.build_classifier(42, 5)
 
 
-def test_keras_round_trip(tmp_path, mnist):
-    model = keras_transfer.build_classifier("mnist_cnn", 10, weights=None)
-    assert_keras_round_trip(model, mnist.x[:8], str(tmp_path))
+@pytest.mark.parametrize("backbone", ["mnist_cnn", "user_mlp", "mobilenet_v3_small"])
+def test_keras_round_trip(backbone, tmp_path, mnist):
+    if backbone == "user_mlp":
+        model = keras_transfer.build_classifier(classic_mlp(), 10)
+        x = mnist.x[:8]
+    elif backbone == "mobilenet_v3_small":
+        model = keras_transfer.build_classifier(backbone, 10, weights=None, input_shape=(32, 32, 3))
+        x = keras_transfer.data.adapt_images(mnist.x[:8], size=32, channels=3).numpy()
+    else:
+        model = keras_transfer.build_classifier(backbone, 10, weights=None)
+        x = mnist.x[:8]
+    loaded = assert_keras_round_trip(model, x, str(tmp_path))
+    assert loaded.get_layer("backbone").trainable == model.get_layer("backbone").trainable
