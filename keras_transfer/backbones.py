@@ -317,12 +317,16 @@ def mnist_mlp(input_shape=(28, 28, 1), weights=None, name="backbone", units=128)
     return keras.Model(inputs, x, name=name)
 
 
-def mnist_cnn(input_shape=(28, 28, 1), weights=None, name="backbone", units=128):
-    """A small CNN body: two conv/pool blocks -> Flatten -> Dense(128, relu)."""
+def mnist_cnn(input_shape=(28, 28, 1), weights=None, name="backbone", units=128, filters=(64, 128)):
+    """A small CNN body: two conv/pool blocks -> Flatten -> Dense(128, relu).
+
+    64/128 filters rather than the textbook 32/64: on a validation split of the demo's
+    UCI target, fine-tuning from it gained 1.6 points at 5 labels per class.
+    """
     inputs = keras.Input(input_shape, name="pixels")
-    x = keras.layers.Conv2D(32, 3, activation="relu", name="conv1")(inputs)
+    x = keras.layers.Conv2D(filters[0], 3, activation="relu", name="conv1")(inputs)
     x = keras.layers.MaxPooling2D(name="pool1")(x)
-    x = keras.layers.Conv2D(64, 3, activation="relu", name="conv2")(x)
+    x = keras.layers.Conv2D(filters[1], 3, activation="relu", name="conv2")(x)
     x = keras.layers.MaxPooling2D(name="pool2")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(units, activation="relu", name="fc1")(x)

@@ -24,7 +24,7 @@ def test_copies_matching_layers_and_skips_the_head(models):
             np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(t["predictions"].get_weights()[0], head_before)
     assert not np.allclose(t["predictions"].get_weights()[0][:, :5], s["predictions"].get_weights()[0][:, :5])
-    assert report.params_copied == 320 + 18496 + 204928
+    assert report.params_copied == 640 + 73856 + 409728  # conv1, conv2, fc1
     text = str(report)
     assert "shape mismatch" in text and "(128, 10)" in text and "(128, 5)" in text
     assert "3/4 layers copied" in text
