@@ -4,6 +4,7 @@ import dataclasses
 import re
 
 import keras
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +33,8 @@ def count_parameters(model):
     >>> keras_transfer.count_parameters(model).total
     101770
     """
-    total = sum(int(w.numpy().size) for w in model.weights)
-    trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
+    total = sum(int(np.prod(w.shape)) for w in model.weights)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     return ParameterCount(trainable=trainable, total=total)
 
 

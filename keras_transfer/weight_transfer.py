@@ -4,6 +4,7 @@ import dataclasses
 import re
 
 import keras
+import numpy as np
 
 
 def weighted_layers(model):
@@ -165,7 +166,7 @@ def transfer_weights(
 
     rows, problems, used = [], [], set()
     for target_name, layer in target_layers.items():
-        params = sum(int(w.numpy().size) for w in layer.weights)
+        params = sum(int(np.prod(w.shape)) for w in layer.weights)
         source_name = pairs.get(target_name)
         if any(re.fullmatch(p, target_name) for p in patterns):
             used.add(source_name)
