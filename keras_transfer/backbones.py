@@ -229,11 +229,6 @@ def scale_0_1(x):
     return x / 255.0
 
 
-def identity(x):
-    """Leaves pixels as they are (backbones that preprocess inside themselves)."""
-    return x
-
-
 # keras.applications entries.
 
 _apps = keras.applications
