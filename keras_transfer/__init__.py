@@ -17,7 +17,8 @@ import os as _os
 import sys as _sys
 
 if "tensorflow" not in _sys.modules:
-    # Hide TensorFlow's C++ INFO lines (oneDNN, CPU features); warnings and errors stay.
+    # Hide TensorFlow's later C++ INFO notices (CPU features); warnings and errors stay.
+    # (TF 2.21 prints its first lines, oneDNN and CUDA, before reading this.)
     # A value the user set wins.
     _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
