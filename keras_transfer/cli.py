@@ -1,7 +1,6 @@
 """The `keras-transfer` command."""
 
 import argparse
-import os
 import sys
 
 
@@ -62,7 +61,6 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.command == "backbones":
         from keras_transfer import backbones
 
@@ -77,10 +75,6 @@ def main(argv=None):
         from keras_transfer import demo
 
         recipe = demo.RECIPES[args.recipe]
-        if args.smoke:
-            recipe = dataclasses.replace(recipe, steps=demo.SMOKE.steps, all_epochs=demo.SMOKE.all_epochs,
-                                         source_epochs=demo.SMOKE.source_epochs,
-                                         steps_per_execution=demo.SMOKE.steps_per_execution)
         changes = {}
         if args.steps is not None:
             changes["steps"] = args.steps

@@ -64,7 +64,12 @@ class Recipe:
         return self.steps
 
 
-SMOKE = Recipe(steps=20, all_epochs=1, source_epochs=1, steps_per_execution=5)
+
+
+def shortened(recipe):
+    """The same recipe, shortened to a seconds-long run (for tests)."""
+    return dataclasses.replace(recipe, steps=20, all_epochs=1, source_epochs=1, steps_per_execution=5)
+
 
 # The plain recipe of the Keras transfer-learning guide, at the same training budget:
 # Adam 1e-3 throughout, batch 32, no augmentation, no label smoothing, constant rate.
@@ -196,6 +201,8 @@ def run_target(source_model, backbone, target, recipe, budgets, seeds, log=print
     frozen_model = builders.build_classifier(backbone, num_classes, weights=None)
     freezing.freeze(frozen_model.get_layer("backbone"))
     frozen = Runner(frozen_model, recipe)
+    # One random initialisation per seed, shared by every budget and method.
+    initial_by_seed = {seed: _initial_weights(backbone, num_classes, 1000 + seed) for seed in seeds}
     results = {}
     for budget in budgets:
         for seed in seeds:
@@ -205,11 +212,10 @@ def run_target(source_model, backbone, target, recipe, budgets, seeds, log=print
                 x, y = data.few_shot(*target.pool, budget, seed=seed)
             dataset = _pipeline(x, y, recipe, seed)
             steps = recipe.steps_for(budget, len(x))
-            initial = _initial_weights(backbone, num_classes, 1000 + seed)
             for method in METHODS:
                 start = time.time()
                 runner = frozen if method == "frozen" else full
-                runner.model.set_weights(initial)
+                runner.model.set_weights(initial_by_seed[seed])
                 if method != "scratch":
                     weight_transfer.transfer_weights(source_model, runner.model, exclude="predictions")
                 rate = {
@@ -292,8 +298,9 @@ def run_demo(
         sources: which source backbones: `"cnn"`, `"mlp"`. Defaults to both.
         budgets: labelled examples per class, `"all"` for the whole pool.
         seeds: seeds to average over. Defaults to `(0, 1)`.
-        recipe: `Recipe`. Defaults to `Recipe()` (`SMOKE` with `smoke=True`).
-        smoke: bool. A seconds-long run (1 seed, k=1 and 5, few steps) for tests.
+        recipe: `Recipe`. Defaults to `Recipe()`.
+        smoke: bool. A seconds-long run of the recipe (1 source, 1 seed, k=1 and 5, few
+            steps) for tests.
         report_name: str. Folder under `output_dir` for the table, results and plots.
             Defaults to `"demo"`.
         export_models: bool. Export each target's model. Defaults to `True`.
@@ -303,10 +310,10 @@ def run_demo(
         dict with `table` (str), `results` (nested dict of mean accuracies), `exports`
         (paths) and `plots` (paths).
     """
-    if smoke:
-        recipe = recipe or SMOKE
-        budgets, seeds, sources = (1, 5), (0,), tuple(sources)[:1]
     recipe = recipe or Recipe()
+    if smoke:
+        recipe = shortened(recipe)
+        budgets, seeds, sources = (1, 5), (0,), tuple(sources)[:1]
     backbones_by_source = {"cnn": "mnist_cnn", "mlp": "mnist_mlp"}
     unknown = [s for s in sources if s not in backbones_by_source]
     if unknown:
