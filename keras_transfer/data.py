@@ -276,10 +276,13 @@ def default_augmentation(translation=0.1, rotation=0.05, zoom=0.1, flip=False, s
 def check_labels(y, num_classes):
     """Raises if labels are not integers in [0, num_classes)."""
     y = np.asarray(y)
-    if y.size and (not np.issubdtype(y.dtype, np.integer) and not np.all(np.mod(y, 1) == 0)):
+    if y.size == 0:
+        return
+    if not np.issubdtype(y.dtype, np.integer) and np.any(np.mod(y, 1) != 0):
         raise ValueError(f"Labels must be integer class ids. Received: labels of dtype {y.dtype}")
-    if y.size and (y.min() < 0 or y.max() >= num_classes):
-        bad = sorted(set(np.unique(y[(y < 0) | (y >= num_classes)]).tolist()))
+    outside = (y < 0) | (y >= num_classes)
+    if outside.any():
+        bad = np.unique(y[outside]).tolist()
         raise ValueError(
             f"Labels must be in [0, {num_classes}); found {bad[:10]}. "
             f"Received: num_classes={num_classes}"

@@ -16,8 +16,8 @@ from keras_transfer.losses import SparseCategoricalCrossentropy
 def default_jit_compile():
     """Whether XLA pays here: `True` with a GPU, `False` on CPU.
 
-    Measured on 2-core AVX-512 CPUs, `jit_compile=True` made training slower (MNIST MLP
-    0.45x, small CNN 0.2x), while it is the main lever on GPUs.
+    On 2-core AVX-512 CPUs `jit_compile=True` was measured to make training slower,
+    while it is the main lever on GPUs.
 
     Example:
 
