@@ -3,6 +3,7 @@
 import keras
 
 from keras_transfer import backbones
+from keras_transfer import hub
 from keras_transfer.preprocessing import BackbonePreprocessing
 
 POOLINGS = ("avg", "max", "flatten", None)
@@ -27,27 +28,37 @@ def build_classifier(
     Dropout(name="output_dropout") -> Dense(num_classes, name="predictions")`, so it
     takes raw pixels (0-255) and the stable layer names make weight transfer and
     freezing by name reliable. The backbone is the nested model named `"backbone"`;
-    while frozen it is called with `training=False`, so its BatchNorm layers stay in
-    inference mode even after it is unfrozen for fine-tuning (the Keras recipe).
+    while frozen it is called with `training=False`. For fine-tuning, `unfreeze` and
+    `fine_tune` keep its BatchNorm layers frozen by default, and Keras runs frozen
+    BatchNorm layers in inference mode, so their statistics stay those of the source.
+
+    A TF Hub module is a backbone too: `"hub:<handle>"` (a TF Hub / Kaggle URL or a
+    local SavedModel directory) or a `keras_transfer.hub.HubLayer` (copied, with its
+    weights), named `"backbone"`. TF Hub image modules take pixels in [0, 1], so the
+    preprocessing is `keras.layers.Rescaling(1 / 255, name="preprocessing")` (0-255
+    mapped to the layer's `value_range`; none with `HubLayer(..., value_range=None)`).
+    A feature vector feeds the head directly; feature maps are pooled.
 
     Args:
-        backbone: str or `keras.Model`. A registry name (`keras_transfer.list_backbones()`)
-            or a user's trained model (e.g. an MNIST CNN). A user model is cut below its
+        backbone: str, `keras.Model` or `HubLayer`. A registry name
+            (`keras_transfer.list_backbones()`), `"hub:<handle>"`, a `HubLayer`, or a
+            user's trained model (e.g. an MNIST CNN). A user model is cut below its
             old top (the input of its last layer, skipping a Dropout right before it, or
             `feature_layer`) and **cloned with its weights**, so fine-tuning never
             changes the source model.
         num_classes: int. Number of target classes.
         weights: `"imagenet"`, `None` or a local weights file, for a registry name.
-            Ignored for a user model (its own weights are used). Defaults to
-            `"imagenet"`.
+            Ignored for a user model or a hub module (their own weights are used).
+            Defaults to `"imagenet"`.
         input_shape: tuple. (height, width, channels). Defaults to the backbone's
-            default size, or the user model's input shape.
+            default size, the user model's input shape, or `(224, 224, 3)` for a hub
+            module.
         pooling: str. `"avg"`, `"max"`, `"flatten"` or `None`, applied when the
             backbone returns feature maps. Defaults to `"avg"`.
         dropout: float. Rate of the `output_dropout` layer. Defaults to `0.2`.
         freeze_backbone: bool. Freeze the backbone (feature extraction). Defaults to
-            `True` when it carries trained weights (a user model or `weights` not
-            `None`), `False` when it is randomly initialised.
+            `True` when it carries trained weights (a user model, a hub module or
+            `weights` not `None`), `False` when it is randomly initialised.
         activation: str. Activation of the `predictions` layer. Defaults to
             `"softmax"`.
         feature_layer: str or int. For a user model, the layer whose output becomes the
@@ -93,6 +104,14 @@ def build_classifier(
         preprocess = None
         pretrained = True
         default_name = f"{backbone.name}_transfer"
+    elif isinstance(backbone, hub.HubLayer) or (
+        isinstance(backbone, str) and backbone.startswith("hub:")
+    ):
+        feature_model = _hub_backbone(backbone)
+        shape = tuple(input_shape or hub.DEFAULT_INPUT_SHAPE)
+        preprocess = _hub_preprocessing(feature_model.value_range)
+        pretrained = True
+        default_name = "hub_classifier"
     elif isinstance(backbone, str):
         spec = backbones.get_backbone_spec(backbone)
         feature_model = backbones.build_backbone(spec.name, weights, input_shape)
@@ -102,7 +121,8 @@ def build_classifier(
         default_name = f"{spec.name}_classifier"
     else:
         raise ValueError(
-            "backbone must be a registry name or a keras.Model. "
+            "backbone must be a registry name or a keras.Model (or 'hub:<handle>', "
+            "a HubLayer). "
             f"Received: backbone={backbone!r}"
         )
 
@@ -126,6 +146,24 @@ def build_classifier(
         num_classes, activation=activation, dtype="float32", name="predictions"
     )(x)
     return keras.Model(inputs, outputs, name=name or default_name)
+
+
+def _hub_backbone(backbone):
+    """A `HubLayer` named `backbone`: new for `"hub:<handle>"`, else a copy with weights."""
+    if isinstance(backbone, str):
+        return hub.HubLayer(backbone[len("hub:"):], name="backbone")
+    config = dict(backbone.get_config(), name="backbone", load_options=backbone.load_options)
+    layer = hub.HubLayer.from_config(config)
+    layer.set_weights(backbone.get_weights())
+    return layer
+
+
+def _hub_preprocessing(value_range):
+    """0-255 pixels -> the module's `value_range` (TF Hub images: [0, 1])."""
+    if value_range is None:
+        return None
+    low, high = value_range
+    return keras.layers.Rescaling((high - low) / 255.0, offset=low, name="preprocessing")
 
 
 def _feature_model(model, feature_layer):

@@ -39,7 +39,12 @@ def count_parameters(model):
 
 
 def leaf_layers(model):
-    """All layers in depth order, nested models opened (they are containers, not layers)."""
+    """All layers in depth order, nested models opened (they are containers, not layers).
+
+    A lone layer that is not a model (e.g. a `HubLayer` backbone) is its own only leaf.
+    """
+    if not isinstance(model, keras.Model):
+        return [model]
     leaves = []
     for layer in model.layers:
         if isinstance(layer, keras.Model):
@@ -81,6 +86,8 @@ def _select(model, layers, pattern, fraction, from_top):
         if not 0.0 <= float(fraction) <= 1.0:
             raise ValueError(f"fraction must be in [0, 1]. Received: fraction={fraction!r}")
         count = round(len(leaves) * float(fraction))
+        if len(leaves) == 1 and float(fraction) > 0:
+            count = 1  # an indivisible layer (e.g. a TF Hub module): any share selects it
         chosen.extend(leaves[len(leaves) - count:] if from_top else leaves[:count])
     return chosen
 
@@ -106,7 +113,8 @@ def freeze(model, layers=None, *, pattern=None, fraction=None):
     """Freezes layers of `model` (all of them when no selector is given).
 
     Args:
-        model: `keras.Model`. Nested models (the backbone) are searched too.
+        model: `keras.Model` (nested models, the backbone, are searched too) or a
+            lone layer such as a `HubLayer` backbone.
         layers: str, int, slice or a list of them. Layer names or indices in depth
             order (`leaf_layers(model)`).
         pattern: str. Regular expression searched in layer names.
@@ -133,7 +141,8 @@ def unfreeze(model, layers=None, *, pattern=None, fraction=None, freeze_batchnor
     """Unfreezes layers of `model`, keeping BatchNorm frozen by default.
 
     Args:
-        model: `keras.Model`. Nested models (the backbone) are searched too.
+        model: `keras.Model` (nested models, the backbone, are searched too) or a
+            lone layer such as a `HubLayer` backbone.
         layers: str, int, slice or a list of them. Layer names or indices in depth
             order (`leaf_layers(model)`).
         pattern: str. Regular expression searched in layer names.
