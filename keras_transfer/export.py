@@ -1,15 +1,33 @@
-"""SavedModel export in the TF Serving layout `<base>/<version>/`, atomically."""
+"""SavedModel export in the TF Serving layout `<base>/<version>/`, atomically.
+
+An exported classifier answers in class names, not only in scores, and takes what a
+client has: encoded image files (`serving_default`), float pixels (`serve`, the
+signature Keras's own `model.export` writes) or uint8 pixels (`serve_uint8`).
+"""
 
 import os
 import shutil
-import tempfile
+import uuid
 
 import keras
 import tensorflow as tf
 
+from keras_transfer import images as images_lib
+
+BYTES_INPUT_NAME = "image_bytes"
+SIGNATURES = ("serving_default", "serve", "serve_uint8")
+
 
 def next_version(base_dir):
-    """The next integer version under `base_dir` (1 if there is none yet)."""
+    """The next integer version under `base_dir` (1 if there is none yet).
+
+    Example:
+
+    >>> import tempfile
+    >>> from keras_transfer import export
+    >>> export.next_version(tempfile.mkdtemp())
+    1
+    """
     if not os.path.isdir(base_dir):
         return 1
     versions = [int(name) for name in os.listdir(base_dir) if name.isdigit()]
@@ -23,23 +41,44 @@ def export_saved_model(
     version=None,
     class_names=None,
     input_name="images",
+    top_k=None,
     verbose=False,
 ):
     """Exports a classifier for TF Serving as `<base_dir>/<version>/`, atomically.
 
-    The SavedModel's `serving_default` (and `serve`) signature takes `input_name`
-    (float32 pixels, the model's input shape) and returns `probabilities` (float32,
-    one score per class) and `class_id` (int64). `labels.txt` (one class name per
-    line, in class-id order) is written beside `saved_model.pb`. The version is
-    written into a temporary folder and renamed into place only when complete: a
-    failed export leaves nothing behind, and an existing version is never touched.
+    The SavedModel has three signatures, all returning the same named outputs:
+
+    - `serving_default`: `image_bytes`, a `tf.string` batch `[None]` of encoded images
+      (PNG, JPEG, GIF or BMP). They are decoded in the graph by
+      `keras_transfer.images.decode_images` (the decoder the image-folder pipelines
+      use) with the model's number of channels and resized to its input size. The
+      `_bytes` suffix lets TF Serving's REST API take `{"b64": "..."}` values.
+    - `serve`: `input_name`, float32 pixels (0-255) `[None, H, W, C]`, the model's
+      input shape (the signature `model.export` writes).
+    - `serve_uint8`: `input_name`, uint8 pixels `[None, H, W, C]`.
+
+    Outputs: `probabilities` (float32 `[N, num_classes]`, the model's scores),
+    `class_id` (int64 `[N]`, their argmax) and `class_name` (`tf.string` `[N]`, from
+    the class names baked into the graph). With `top_k`, also `top_k_probabilities`
+    (float32 `[N, k]`), `top_k_class_ids` (int64 `[N, k]`) and `top_k_class_names`
+    (`tf.string` `[N, k]`), best first. The backbone's preprocessing is inside the
+    Keras model, so every signature takes raw pixels.
+
+    `labels.txt` (one class name per line, in class-id order) is written beside
+    `saved_model.pb`. The SavedModel needs neither the Keras model nor this package
+    to run. The version is written into a temporary folder and renamed into place
+    only when complete: a failed export leaves nothing behind, and an existing
+    version is never touched.
 
     Args:
-        model: `keras.Model` mapping images to class scores.
+        model: `keras.Model` mapping images `(None, H, W, C)` (C = 1 or 3) to class
+            scores.
         base_dir: str. The model's folder, e.g. `"saved_models/digits"`.
         version: int. Defaults to the next integer after the existing versions.
         class_names: list of str. Defaults to `"0"`, `"1"`, ...
-        input_name: str. Name of the signature's input. Defaults to `"images"`.
+        input_name: str. Name of the pixel input of `serve` and `serve_uint8`.
+            Defaults to `"images"`.
+        top_k: int. Also return the `top_k` best classes. Defaults to `None`.
         verbose: bool. Let Keras print what it exports. Defaults to `False`.
 
     Returns:
@@ -47,18 +86,27 @@ def export_saved_model(
 
     Raises:
         FileExistsError: the version exists already.
-        ValueError: `class_names` of the wrong length, or a bad version.
+        ValueError: `class_names` of the wrong length (or blank or multi-line names),
+            a bad version or `top_k`, or a model whose input is not a fixed-size image
+            with 1 or 3 channels.
 
     Example:
 
-    >>> import tempfile, numpy as np, tensorflow as tf, keras_transfer
+    >>> import tempfile, tensorflow as tf, keras_transfer
     >>> model = keras_transfer.build_classifier("mnist_mlp", 10, weights=None)
     >>> path = keras_transfer.export_saved_model(model, tempfile.mkdtemp() + "/digits")
     >>> path.endswith("/1")
     True
-    >>> served = tf.saved_model.load(path).signatures["serving_default"]
-    >>> sorted(served(images=tf.zeros((2, 28, 28, 1)))) == ["class_id", "probabilities"]
-    True
+    >>> loaded = tf.saved_model.load(path)
+    >>> sorted(loaded.signatures)
+    ['serve', 'serve_uint8', 'serving_default']
+    >>> png = tf.io.encode_png(tf.zeros((28, 28, 1), tf.uint8))
+    >>> out = loaded.signatures["serving_default"](image_bytes=tf.stack([png, png]))
+    >>> sorted(out), out["class_name"].shape
+    (['class_id', 'class_name', 'probabilities'], TensorShape([2]))
+    >>> out = loaded.signatures["serve"](images=tf.zeros((3, 28, 28, 1)))
+    >>> tuple(out["probabilities"].shape), out["class_id"].dtype.name
+    ((3, 10), 'int64')
     """
     num_classes = int(model.output.shape[-1])
     names = [str(c) for c in (class_names if class_names is not None else range(num_classes))]
@@ -66,6 +114,25 @@ def export_saved_model(
         raise ValueError(
             f"The model has {num_classes} classes but {len(names)} class names were "
             f"given. Received: class_names={class_names!r}"
+        )
+    if any(not name.strip() or "\n" in name or "\r" in name for name in names):
+        raise ValueError(
+            "Class names must be non-blank single-line strings (labels.txt has one per "
+            f"line). Received: class_names={class_names!r}"
+        )
+    if top_k is not None and (
+        isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= num_classes
+    ):
+        raise ValueError(
+            f"top_k must be an integer in [1, {num_classes}] (the number of classes). "
+            f"Received: top_k={top_k!r}"
+        )
+    shape = tuple(model.input.shape[1:])
+    if len(shape) != 3 or None in shape or shape[-1] not in (1, 3):
+        raise ValueError(
+            "The model must take fixed-size images (height, width, channels) with 1 or "
+            f"3 channels, so encoded images can be decoded to its input. Received: a "
+            f"model with input shape {tuple(model.input.shape)}"
         )
     if version is None:
         version = next_version(base_dir)
@@ -79,20 +146,55 @@ def export_saved_model(
         )
     os.makedirs(base_dir, exist_ok=True)
 
-    spec = tf.TensorSpec((None,) + tuple(model.input.shape[1:]), tf.float32, name=input_name)
+    height, width, channels = shape
 
-    def serve(images):
-        probabilities = tf.cast(model(images, training=False), tf.float32)
-        return {
+    def classify(pixels):
+        probabilities = tf.cast(model(pixels, training=False), tf.float32)
+        class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+        table = tf.constant(names, tf.string)  # baked into the graph
+        outputs = {
             "probabilities": probabilities,
-            "class_id": tf.argmax(probabilities, axis=-1, output_type=tf.int64),
+            "class_id": class_id,
+            "class_name": tf.gather(table, class_id),
         }
+        if top_k is not None:
+            best = tf.math.top_k(probabilities, k=top_k)
+            ids = tf.cast(best.indices, tf.int64)
+            outputs.update(
+                top_k_probabilities=best.values,
+                top_k_class_ids=ids,
+                top_k_class_names=tf.gather(table, ids),
+            )
+        return outputs
 
-    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_dir)
+    def serve_bytes(image_bytes):
+        return classify(images_lib.decode_images(image_bytes, (height, width), channels))
+
+    def serve_float(images):
+        return classify(images)
+
+    def serve_uint8(images):
+        return classify(tf.cast(images, tf.float32))
+
+    # Not tempfile.mkdtemp: its 0700 mode would make the version unreadable to a
+    # server running as another user; makedirs follows the umask.
+    staging = os.path.join(base_dir, f".tmp-{version}-{uuid.uuid4().hex}")
+    os.makedirs(staging)
     try:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint("serve", serve, input_signature=[spec])
+        archive.add_endpoint(
+            "serving_default", serve_bytes,
+            input_signature=[tf.TensorSpec((None,), tf.string, name=BYTES_INPUT_NAME)],
+        )
+        archive.add_endpoint(
+            "serve", serve_float,
+            input_signature=[tf.TensorSpec((None,) + shape, tf.float32, name=input_name)],
+        )
+        archive.add_endpoint(
+            "serve_uint8", serve_uint8,
+            input_signature=[tf.TensorSpec((None,) + shape, tf.uint8, name=input_name)],
+        )
         archive.write_out(staging, verbose=verbose)
         with open(os.path.join(staging, "labels.txt"), "w") as handle:
             handle.write("\n".join(names) + "\n")
@@ -104,6 +206,17 @@ def export_saved_model(
 
 
 def read_labels(version_dir):
-    """The class names written beside an exported SavedModel."""
+    """The class names written beside an exported SavedModel (`labels.txt`).
+
+    Example:
+
+    >>> import tempfile, keras_transfer
+    >>> from keras_transfer import export
+    >>> model = keras_transfer.build_classifier("mnist_mlp", 2, weights=None)
+    >>> path = keras_transfer.export_saved_model(
+    ...     model, tempfile.mkdtemp(), class_names=["cat", "dog"])
+    >>> export.read_labels(path)
+    ['cat', 'dog']
+    """
     with open(os.path.join(version_dir, "labels.txt")) as handle:
         return [line.rstrip("\n") for line in handle if line.strip()]

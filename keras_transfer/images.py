@@ -11,9 +11,12 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 
 
 def _size(image_size):
-    if isinstance(image_size, int):
-        return (image_size, image_size)
-    size = tuple(int(s) for s in image_size)
+    if isinstance(image_size, int) and not isinstance(image_size, bool):
+        image_size = (image_size, image_size)
+    try:
+        size = tuple(int(s) for s in image_size)
+    except (TypeError, ValueError):
+        size = ()
     if len(size) != 2 or min(size) < 1:
         raise ValueError(
             f"image_size must be an int or (height, width). Received: image_size={image_size!r}"
@@ -25,8 +28,9 @@ def decode_image(contents, image_size, channels=3):
     """Decodes one encoded image to float32 pixels (0-255) of a fixed size.
 
     Works eagerly and inside `tf.data` / `tf.function` graphs. The image is decoded
-    with `channels` channels (colour images become grayscale for `channels=1`, and
-    grayscale ones are repeated for `channels=3`), then resized with bilinear
+    with `channels` channels (colour images become grayscale for `channels=1` with
+    the ITU-R 601 luma weights, grayscale ones are repeated for `channels=3`, alpha
+    is dropped), then resized with bilinear
     interpolation to `image_size`, keeping values in the 0-255 range the models'
     own preprocessing expects.
 
@@ -49,8 +53,25 @@ def decode_image(contents, image_size, channels=3):
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3. Received: channels={channels!r}")
     size = _size(image_size)
-    image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
-    image = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
+    # Decode at the file's own channel count (GIF and BMP can't decode to 1 channel),
+    # then adapt: drop alpha, average colour to grey with the usual luma weights, or
+    # repeat grey to RGB. Every format goes through the same conversion.
+    image = tf.cast(tf.io.decode_image(contents, channels=0, expand_animations=False), tf.float32)
+    native = tf.shape(image)[-1]
+    if channels == 1:
+        image = tf.cond(
+            native >= 3,
+            lambda: tf.image.rgb_to_grayscale(image[..., :3]),
+            lambda: image[..., :1],
+        )
+    else:
+        image = tf.cond(
+            native >= 3,
+            lambda: image[..., :3],
+            lambda: tf.repeat(image[..., :1], 3, axis=-1),
+        )
+    image = tf.ensure_shape(image, (None, None, channels))
+    image = tf.image.resize(image, size, method="bilinear")
     image = tf.clip_by_value(image, 0.0, 255.0)
     return tf.ensure_shape(image, size + (channels,))
 

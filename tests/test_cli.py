@@ -54,8 +54,11 @@ def test_demo_writes_plots_results_and_servable_models(smoke_demo):
         assert path.endswith(os.path.join(name, "1"))
         assert export.read_labels(path) == classes
         served = tf.saved_model.load(path).signatures["serving_default"]
-        probabilities = served(images=tf.zeros((3, 28, 28, 1)))["probabilities"].numpy()
+        png = tf.io.encode_png(tf.zeros((28, 28, 1), tf.uint8))
+        outputs = served(image_bytes=tf.stack([png] * 3))
+        probabilities = outputs["probabilities"].numpy()
         assert probabilities.shape == (3, len(classes))
+        assert set(outputs["class_name"].numpy().astype(str)) <= set(classes)
         np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
 
 

@@ -27,10 +27,97 @@ def assert_keras_round_trip(model, x, directory, atol=1e-6):
 
 
 def assert_saved_model_round_trip(path, model, x, input_name="images", atol=1e-5):
-    """The exported `serving_default` signature gives the Keras model's predictions."""
-    served = tf.saved_model.load(path).signatures["serving_default"]
-    outputs = served(**{input_name: tf.constant(x, tf.float32)})
+    """Every exported signature gives the Keras model's predictions and class names.
+
+    `serve` takes `x` as float32; `serve_uint8` and `serving_default` (PNG bytes) take
+    `x` rounded to uint8 and are compared with the model on those pixels. Returns the
+    outputs of `serving_default`.
+    """
+    loaded = tf.saved_model.load(path)
+    with open(os.path.join(path, "labels.txt")) as handle:
+        names = np.array([line.rstrip("\n") for line in handle if line.strip()])
+    x = np.asarray(x, np.float32)
+    pixels = np.clip(np.round(x), 0, 255).astype(np.uint8)
+    png = tf.stack([tf.io.encode_png(image) for image in pixels])
     expected = model.predict(x, verbose=0)
-    np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=atol)
-    np.testing.assert_array_equal(outputs["class_id"].numpy(), expected.argmax(-1))
+    expected_pixels = model.predict(pixels.astype(np.float32), verbose=0)
+    calls = {
+        "serve": ({input_name: tf.constant(x)}, expected),
+        "serve_uint8": ({input_name: tf.constant(pixels)}, expected_pixels),
+        "serving_default": ({"image_bytes": png}, expected_pixels),
+    }
+    for name, (inputs, want) in calls.items():
+        outputs = loaded.signatures[name](**inputs)
+        assert sorted(outputs) == ["class_id", "class_name", "probabilities"], (name, sorted(outputs))
+        np.testing.assert_allclose(outputs["probabilities"].numpy(), want, atol=atol, err_msg=name)
+        class_id = outputs["class_id"].numpy()
+        np.testing.assert_array_equal(class_id, want.argmax(-1), err_msg=name)
+        served_names = [n.decode("utf-8") for n in outputs["class_name"].numpy()]
+        np.testing.assert_array_equal(served_names, names[class_id])
     return outputs
+
+
+# Image folders on disk (class-per-folder layout, real encoded files).
+
+
+def write_image_folder(directory, images, labels, class_names, fmt="png"):
+    """Writes images as files into `directory/<class_name>/<index>.<fmt>`; returns the paths.
+
+    `images` (N, H, W) or (N, H, W, C) with C 1 or 3, values 0-255 (uint8, or floats such
+    as the `mnist` fixture's, rounded); `labels` index into `class_names`. `fmt` is
+    `"png"` (lossless: decoding gives the pixels back) or `"jpg"`/`"jpeg"` (tf.io
+    encoders), `"bmp"` or `"gif"` (Pillow). Paths are returned in input order; file
+    names carry the input index, so `sorted()` within a class is input order.
+    """
+    images = np.clip(np.round(np.asarray(images, np.float64)), 0, 255).astype(np.uint8)
+    if images.ndim == 3:
+        images = images[..., None]
+    labels = np.asarray(labels)
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    fmt = fmt.lower().lstrip(".")
+    for name in class_names:
+        os.makedirs(os.path.join(directory, str(name)), exist_ok=True)
+    width = max(5, len(str(len(images))))
+    paths = []
+    for index, (image, label) in enumerate(zip(images, labels)):
+        path = os.path.join(directory, str(class_names[int(label)]), f"{index:0{width}d}.{fmt}")
+        if fmt == "png":
+            contents = tf.io.encode_png(image).numpy()
+        elif fmt in ("jpg", "jpeg"):
+            contents = tf.io.encode_jpeg(image, quality=95).numpy()
+        elif fmt in ("bmp", "gif"):
+            import io
+
+            from PIL import Image
+
+            buffer = io.BytesIO()
+            Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format=fmt.upper())
+            contents = buffer.getvalue()
+        else:
+            raise ValueError(f"fmt must be png, jpg, jpeg, bmp or gif. Received: fmt={fmt!r}")
+        with open(path, "wb") as handle:
+            handle.write(contents)
+        paths.append(path)
+    return paths
+
+
+def write_truncated_png(path, image=None):
+    """Writes the first half of a valid PNG's bytes (decoding fails: "Invalid PNG data")."""
+    if image is None:
+        image = np.random.default_rng(0).integers(0, 256, (28, 28, 1), dtype=np.uint8)
+    image = np.asarray(image, np.uint8)
+    contents = tf.io.encode_png(image if image.ndim == 3 else image[..., None]).numpy()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(contents[: len(contents) // 2])
+    return path
+
+
+def write_fake_image(path, contents=b"This is not an image, whatever its name says.\n"):
+    """Writes non-image bytes under an image name (decoding fails: "Unknown image file
+    format"); `contents=b""` writes an empty file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(contents)
+    return path

@@ -1,0 +1,861 @@
+"""tf.data pipelines from class-per-folder image directories.
+
+The layout is the one `keras.utils.image_dataset_from_directory` reads:
+
+```
+directory/
+    class_a/  a_001.png  a_002.jpg  ...
+    class_b/  b_001.png  ...
+```
+
+Class names are the sorted sub-folder names (hidden ones ignored), images are the files
+below each class folder whose extension is in `images.IMAGE_EXTENSIONS` (any case,
+sub-folders included, hidden files ignored). Unlike `image_dataset_from_directory`,
+every file is decoded once up front, in parallel, with the same decoder training
+uses (`images.decode_image`): empty, truncated and non-image files are skipped and
+reported (path and reason) instead of failing mid-epoch with "Invalid PNG data", or
+silently dropping whole batches under `ignore_errors()`.
+
+Images are float32, raw 0-255, resized to the backbone's input size; the model's own
+preprocessing layer maps them to what its backbone expects.
+
+The pieces:
+
+- `scan_image_folder`: list and check the files -> `ImageFolder(paths, labels,
+  class_names, skipped)`.
+- `split_image_folder`: a seeded train/validation split, stratified per class.
+- `files_dataset`: the tf.data pipeline over given paths (decode, cache, shuffle,
+  batch, augment, prefetch); also for an explicit test folder.
+- `image_folder_datasets`: all of the above -> `FolderData(train, validation, ...)`.
+- `load_image_folder`: a small folder as numpy arrays `(x, y)`.
+- `image_augmentation`: flip / rotation / zoom / contrast block for tf.data.
+"""
+
+import dataclasses
+import hashlib
+import os
+import re
+import time
+import zlib
+from typing import NamedTuple, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_transfer import images
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+# The check decodes at this size: the resize cannot fail, the decode is what is tested.
+_CHECK_SIZE = (8, 8)
+# Shuffle window of a file-cached training set (a memory cache shuffles all of it).
+FILE_CACHE_SHUFFLE_BUFFER = 1024
+# Progress lines of a long scan come at most this often (seconds).
+_PROGRESS_EVERY = 5.0
+# At most this many skipped files are printed one per line (all are in `.skipped`).
+_MAX_PRINTED = 20
+
+
+class ImageFolder(NamedTuple):
+    """Image files of a class-per-folder directory and their labels.
+
+    Returned by `scan_image_folder` (and, for each side of a split, by
+    `split_image_folder`).
+
+    Attributes:
+        paths: list of str. Valid image files, sorted by class then path.
+        labels: `np.ndarray` int64. Class id of each path.
+        class_names: list of str. Class id -> name.
+        skipped: list of `(path, reason)`. Files that could not be decoded (empty in a
+            split).
+        directory: str. The folder scanned.
+
+    The number of images is `len(folder.paths)` (`len(folder)` counts the fields).
+    """
+
+    paths: list
+    labels: np.ndarray
+    class_names: list
+    skipped: list = ()
+    directory: Optional[str] = None
+
+    @property
+    def class_counts(self):
+        """Images per class, as a dict `{class_name: count}`."""
+        counts = np.bincount(np.asarray(self.labels, np.int64), minlength=len(self.class_names))
+        return {name: int(count) for name, count in zip(self.class_names, counts)}
+
+
+@dataclasses.dataclass
+class FolderData:
+    """What `image_folder_datasets` returns.
+
+    Attributes:
+        train: `tf.data.Dataset` of `(images, labels)` batches (shuffled, augmented if
+            asked).
+        validation: `tf.data.Dataset` of `(images, labels)` batches, in the order of
+            `validation_files`, or `None` when `validation_split=0`.
+        class_names: list of str. Class id -> name.
+        skipped: list of `(path, reason)`. Files that could not be decoded.
+        train_files: `ImageFolder` of the training files (`paths`, `labels`).
+        validation_files: `ImageFolder` of the validation files, or `None`.
+        train_plain: `tf.data.Dataset` of the training files in `train_files` order,
+            without shuffling, augmentation or cache (for calibration or a report).
+    """
+
+    train: tf.data.Dataset
+    validation: Optional[tf.data.Dataset]
+    class_names: list
+    skipped: list
+    train_files: ImageFolder
+    validation_files: Optional[ImageFolder]
+    train_plain: tf.data.Dataset
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+class FolderImages(NamedTuple):
+    """A folder loaded as arrays by `load_image_folder`.
+
+    Attributes:
+        x: `np.ndarray` (N, height, width, channels) float32, 0-255.
+        y: `np.ndarray` (N,) int64 class ids.
+        paths: list of str, the file of each image.
+        class_names: list of str.
+        skipped: list of `(path, reason)`.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    paths: list
+    class_names: list
+    skipped: list
+
+
+# Arguments.
+
+
+def _check_image_size(image_size):
+    size = image_size
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        size = (int(size), int(size))
+    try:
+        size = tuple(int(s) for s in size)
+    except (TypeError, ValueError):
+        size = ()
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(
+            "image_size must be a positive int or (height, width). "
+            f"Received: image_size={image_size!r}"
+        )
+    return size
+
+
+def _check_channels(channels):
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3. Received: channels={channels!r}")
+    return int(channels)
+
+
+def _check_seed(seed):
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
+    ):
+        raise ValueError(f"seed must be a non-negative int or None. Received: seed={seed!r}")
+    return None if seed is None else int(seed)
+
+
+def _check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
+    return int(batch_size)
+
+
+def _check_cache(cache):
+    if isinstance(cache, bool) or (isinstance(cache, (str, os.PathLike)) and os.fspath(cache)):
+        return os.fspath(cache) if not isinstance(cache, bool) else cache
+    raise ValueError(
+        f"cache must be True, False or a file path prefix. Received: cache={cache!r}"
+    )
+
+
+def _check_augment(augment):
+    if augment is not None and not isinstance(augment, bool) and not callable(augment):
+        raise ValueError(
+            f"augment must be a bool, None, or a callable. Received: augment={augment!r}"
+        )
+
+
+# Listing and checking files.
+
+
+def _is_hidden(name):
+    return name.startswith(".")
+
+
+def _is_image_file(name):
+    return not _is_hidden(name) and os.path.splitext(name)[1].lower() in images.IMAGE_EXTENSIONS
+
+
+def _list_class_files(class_dir):
+    """Image files below `class_dir` (recursively, hidden entries skipped), sorted."""
+    found, others = [], 0
+    for root, dirs, files in os.walk(class_dir):
+        dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
+        for name in files:
+            if _is_image_file(name):
+                found.append(os.path.join(root, name))
+            elif not _is_hidden(name):
+                others += 1
+    return sorted(found), others
+
+
+def _clean_reason(error):
+    """The useful part of a TensorFlow error message ("Invalid PNG data, size 440")."""
+    message = getattr(error, "message", None) or str(error)
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
+    message = re.sub(r"\s*\[Op:[^\]]*\].*$", "", message, flags=re.S)
+    return message.strip() or type(error).__name__
+
+
+def _decode_error(path, channels):
+    """Decodes one file eagerly; returns the reason it fails, or `None`."""
+    try:
+        images.read_image(path, _CHECK_SIZE, channels)
+    except (tf.errors.OpError, OSError, ValueError) as error:
+        return _clean_reason(error)
+    return None
+
+
+def check_image_files(paths, *, channels=3, verbose=True):
+    """Decodes every file once, in parallel, and returns the ones that fail.
+
+    Each file goes through `images.decode_image`, the decoder of the training
+    pipeline, prediction and the serving signature, so a file that passes here
+    decodes there too (with the same `channels`). The decoding runs as a parallel
+    `tf.data` map; only the few failures are decoded again, one by one, to get their
+    error message.
+
+    Args:
+        paths: list of str. Image files.
+        channels: int. 1 or 3, as the pipeline will decode them. Defaults to `3`.
+        verbose: bool. Print progress every few seconds on long scans. Defaults to
+            `True`.
+
+    Returns:
+        A list of `(path, reason)` for the files that cannot be decoded, in `paths`
+        order.
+
+    Example:
+
+    >>> import os, tempfile, tensorflow as tf
+    >>> from keras_transfer import image_folder
+    >>> root = tempfile.mkdtemp()
+    >>> good, bad = os.path.join(root, "good.png"), os.path.join(root, "bad.png")
+    >>> tf.io.write_file(good, tf.io.encode_png(tf.zeros((8, 8, 1), tf.uint8)))
+    >>> tf.io.write_file(bad, "not an image")
+    >>> [(os.path.basename(p), reason[:26]) for p, reason in
+    ...  image_folder.check_image_files([good, bad], verbose=False)]
+    [('bad.png', 'Unknown image file format.')]
+    """
+    channels = _check_channels(channels)
+    paths = [os.fspath(p) for p in paths]
+    reasons = {}
+    to_decode = []
+    for index, path in enumerate(paths):
+        try:
+            size = os.path.getsize(path)
+        except OSError as error:
+            reasons[index] = f"cannot read: {error.strerror or error}"
+            continue
+        if size == 0:
+            reasons[index] = "empty file (0 bytes)"
+        else:
+            to_decode.append(index)
+    if to_decode:
+        indices = np.asarray(to_decode, np.int64)
+        ds = tf.data.Dataset.from_tensor_slices((indices, np.asarray(paths, object)[indices].astype(str)))
+
+        def decode(index, path):
+            image = images.decode_image(tf.io.read_file(path), _CHECK_SIZE, channels)
+            # Return a value computed from the pixels, so the decode cannot be pruned.
+            return index, tf.reduce_max(image)
+
+        ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=False)
+        ds = ds.ignore_errors().batch(256).prefetch(2)
+        decoded = np.zeros(len(paths), bool)
+        start = last = time.time()
+        done = 0
+        for batch_indices, _ in ds:
+            decoded[batch_indices.numpy()] = True
+            done += len(batch_indices)
+            now = time.time()
+            if verbose and now - last >= _PROGRESS_EVERY:
+                last = now
+                print(f"  checked {done:,} of {len(to_decode):,} images "
+                      f"({done / (now - start):,.0f} files/s)", flush=True)
+        for index in to_decode:
+            if not decoded[index]:
+                # Decoded alone to get the message; one that passes now had a
+                # transient read error, and is kept.
+                reason = _decode_error(paths[index], channels)
+                if reason is not None:
+                    reasons[index] = reason
+    return [(paths[index], reasons[index]) for index in sorted(reasons)]
+
+
+def scan_image_folder(directory, *, class_names=None, channels=3, verbose=True):
+    """Lists the images of a class-per-folder directory and checks that each decodes.
+
+    Class names are the sorted names of the sub-folders of `directory` (hidden ones
+    ignored); a class's images are the files below its folder, sub-folders included,
+    whose extension (any case) is in `images.IMAGE_EXTENSIONS`. Hidden files and files
+    with other extensions are ignored. Every image is decoded once with
+    `images.decode_image` (see `check_image_files`): empty, truncated and non-image
+    files are skipped and reported, with the reason, in `skipped` (and printed when
+    `verbose`), so a training epoch never meets them.
+
+    Args:
+        directory: str. The folder holding one sub-folder per class.
+        class_names: list of str. Fixes which classes are read and their ids (e.g.
+            the training classes when reading a test folder). Every class folder
+            found must be in it; classes without a folder or images are allowed
+            (a partial test set) and listed when `verbose`. Defaults to the sorted
+            sub-folder names.
+        channels: int. 1 or 3: the channels the pipeline decodes with. Defaults to `3`.
+        verbose: bool. Print the counts, the skipped files, and progress on long
+            scans. Defaults to `True`.
+
+    Returns:
+        `ImageFolder(paths, labels, class_names, skipped, directory)`.
+
+    Raises:
+        FileNotFoundError: `directory` does not exist.
+        NotADirectoryError: `directory` is a file.
+        ValueError: no class folders, fewer than 2 classes, no valid image at all, a
+            class folder (found by listing, i.e. without `class_names`) with no valid
+            image, a class folder not in `class_names`, duplicate class names.
+
+    Example:
+
+    >>> import os, tempfile, tensorflow as tf
+    >>> from keras_transfer import image_folder
+    >>> root = tempfile.mkdtemp()
+    >>> for name, value in [("dark", 0), ("light", 255)]:
+    ...     os.makedirs(os.path.join(root, name))
+    ...     for i in range(3):
+    ...         tf.io.write_file(os.path.join(root, name, f"{i}.png"),
+    ...                          tf.io.encode_png(tf.fill((8, 8, 1), tf.constant(value, tf.uint8))))
+    >>> tf.io.write_file(os.path.join(root, "light", "broken.png"), "not an image")
+    >>> folder = image_folder.scan_image_folder(root)  # doctest: +ELLIPSIS
+    Found 6 images in 2 classes (dark: 3, light: 3); skipped 1 that could not be decoded:
+      .../light/broken.png: Unknown image file format. One of JPEG, JPEG XL, PNG, GIF, BMP, WebP required.
+    >>> folder.class_names, folder.labels.tolist()
+    (['dark', 'light'], [0, 0, 0, 1, 1, 1])
+    """
+    directory = os.fspath(directory)
+    if not os.path.exists(directory):
+        raise FileNotFoundError(f"The image folder does not exist. Received: directory={directory!r}")
+    if not os.path.isdir(directory):
+        raise NotADirectoryError(
+            f"The image folder must be a directory, not a file. Received: directory={directory!r}"
+        )
+    channels = _check_channels(channels)
+    entries = sorted(os.listdir(directory))
+    found = [e for e in entries if not _is_hidden(e) and os.path.isdir(os.path.join(directory, e))]
+    if class_names is None:
+        if not found:
+            loose = sum(_is_image_file(e) for e in entries)
+            raise ValueError(
+                f"No class folders in {directory}: expected one sub-folder per class, "
+                f"`{directory}/<class_name>/<image>`"
+                + (f"; found {loose} image files directly in it." if loose else ".")
+                + f" Received: directory={directory!r}"
+            )
+        names = found
+    else:
+        if isinstance(class_names, str):
+            raise ValueError(f"class_names must be a list of str. Received: class_names={class_names!r}")
+        names = [str(name) for name in class_names]
+        if len(set(names)) != len(names):
+            raise ValueError(f"class_names has duplicates. Received: class_names={class_names!r}")
+        unknown = [name for name in found if name not in names]
+        if unknown:
+            raise ValueError(
+                f"{directory} has class folders that are not in class_names: {unknown}. "
+                f"Received: class_names={names}"
+            )
+    if len(names) < 2:
+        raise ValueError(
+            f"A classifier needs at least 2 classes; {directory} has {len(names)}: {names}. "
+            f"Received: class_names={class_names!r}"
+        )
+
+    paths, labels, others = [], [], 0
+    for label, name in enumerate(names):
+        class_dir = os.path.join(directory, name)
+        files, other = _list_class_files(class_dir) if os.path.isdir(class_dir) else ([], 0)
+        others += other
+        paths += files
+        labels += [label] * len(files)
+    if verbose and len(paths) >= 2000:
+        print(f"Checking {len(paths):,} images in {directory} ...", flush=True)
+    skipped = check_image_files(paths, channels=channels, verbose=verbose)
+    bad = {path for path, _ in skipped}
+    keep = [i for i, path in enumerate(paths) if path not in bad]
+    folder = ImageFolder(
+        paths=[paths[i] for i in keep],
+        labels=np.asarray([labels[i] for i in keep], np.int64),
+        class_names=names,
+        skipped=skipped,
+        directory=directory,
+    )
+    counts = folder.class_counts
+    empty = [name for name, count in counts.items() if count == 0]
+    if verbose:
+        _print_summary(folder, others, empty)
+    if not folder.paths:
+        raise ValueError(
+            f"No valid image in {directory} (classes {names}; {len(skipped)} files could not "
+            f"be decoded). Image extensions: {', '.join(images.IMAGE_EXTENSIONS)}."
+        )
+    if empty and class_names is None:
+        raise ValueError(
+            f"Class folders with no valid image in {directory}: {empty} (image "
+            f"extensions: {', '.join(images.IMAGE_EXTENSIONS)}; {len(skipped)} files "
+            "could not be decoded). Add images, or remove the folders."
+        )
+    return folder
+
+
+def _print_summary(folder, others, empty):
+    counts = ", ".join(f"{name}: {count}" for name, count in folder.class_counts.items())
+    line = f"Found {len(folder.paths):,} images in {len(folder.class_names)} classes ({counts})"
+    if others:
+        line += f"; ignored {others} files without an image extension"
+    if folder.skipped:
+        line += f"; skipped {len(folder.skipped)} that could not be decoded:"
+    print(line if folder.skipped else line + ".")
+    for path, reason in folder.skipped[:_MAX_PRINTED]:
+        print(f"  {path}: {reason}")
+    if len(folder.skipped) > _MAX_PRINTED:
+        print(f"  ... and {len(folder.skipped) - _MAX_PRINTED} more (all in `.skipped`).")
+    if empty:
+        print(f"No images for classes: {empty}")
+
+
+# Splitting.
+
+
+def split_image_folder(folder, validation_split=0.2, *, seed=0):
+    """Splits an `ImageFolder` into training and validation files, per class.
+
+    Each class sends `round(n * validation_split)` of its `n` images to validation,
+    but at least one and at most `n - 1`, so both sides hold every class. The choice
+    within a class depends only on `seed`, the class name and its files: the same
+    seed gives the same split, and adding a class does not reshuffle the others.
+    Both sides keep the order of `folder` (class, then path).
+
+    Args:
+        folder: `ImageFolder` (from `scan_image_folder`).
+        validation_split: float in (0, 1). Defaults to `0.2`.
+        seed: int, or `None` for a different split each call. Defaults to `0`.
+
+    Returns:
+        `(train, validation)`, two `ImageFolder`s with empty `skipped`.
+
+    Raises:
+        ValueError: `validation_split` outside (0, 1); a class with fewer than 2
+            images (one side would have none of it).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_transfer import image_folder
+    >>> folder = image_folder.ImageFolder([f"{c}{i}.png" for c in "ab" for i in range(5)],
+    ...                                   np.repeat([0, 1], 5), ["a", "b"])
+    >>> train, validation = image_folder.split_image_folder(folder, 0.4, seed=1)
+    >>> len(train.paths), len(validation.paths), validation.class_counts
+    (6, 4, {'a': 2, 'b': 2})
+    """
+    if not isinstance(validation_split, (float, int, np.floating)) or isinstance(validation_split, bool) \
+            or not 0.0 < validation_split < 1.0:
+        raise ValueError(
+            f"validation_split must be a float in (0, 1). Received: validation_split={validation_split!r}"
+        )
+    seed = _check_seed(seed)
+    labels = np.asarray(folder.labels, np.int64)
+    is_validation = np.zeros(len(labels), bool)
+    for label, name in enumerate(folder.class_names):
+        members = np.flatnonzero(labels == label)
+        n = len(members)
+        if n < 2:
+            raise ValueError(
+                f"validation_split={validation_split} leaves class {name!r} empty on one "
+                f"side: it has {n} valid image{'s' if n != 1 else ''}, and each class needs "
+                "at least 2 (one for training, one for validation). Add images or use "
+                f"validation_split=0. Received: validation_split={validation_split}"
+            )
+        count = min(max(int(np.floor(n * validation_split + 0.5)), 1), n - 1)
+        key = zlib.crc32(name.encode("utf-8"))
+        rng = np.random.default_rng(None if seed is None else [seed, key])
+        is_validation[rng.choice(members, size=count, replace=False)] = True
+
+    def side(mask):
+        return ImageFolder(
+            paths=[p for p, m in zip(folder.paths, mask) if m],
+            labels=labels[mask],
+            class_names=list(folder.class_names),
+            skipped=[],
+            directory=folder.directory,
+        )
+
+    return side(~is_validation), side(is_validation)
+
+
+# Pipelines.
+
+
+def image_augmentation(flip=True, rotation=0.1, zoom=0.1, contrast=0.1, seed=None):
+    """An augmentation block for image batches in tf.data: flip, rotate, zoom, contrast.
+
+    For photos (a horizontal flip keeps their class); use `flip=False` for digits or
+    text. Each layer gets its own seed (`seed`, `seed + 1`, ...): layers seeded alike
+    draw the same random numbers and would move together. A factor of `0` leaves its
+    layer out. Pixel values stay in 0-255.
+
+    Args:
+        flip: bool or str. `True` for `"horizontal"`, or a `keras.layers.RandomFlip`
+            mode (`"vertical"`, `"horizontal_and_vertical"`). Defaults to `True`.
+        rotation: float. Fraction of a full turn, both ways. Defaults to `0.1`.
+        zoom: float. Zoom in or out by up to this fraction. Defaults to `0.1`.
+        contrast: float. Contrast factor range `[1 - contrast, 1 + contrast]`.
+            Defaults to `0.1`.
+        seed: int. Defaults to `None`.
+
+    Returns:
+        A `keras.Sequential` named `"augmentation"`; call it with `training=True`.
+
+    Example:
+
+    >>> from keras_transfer import image_folder
+    >>> augment = image_folder.image_augmentation(seed=0)
+    >>> [layer.name for layer in augment.layers]
+    ['flip', 'rotation', 'zoom', 'contrast']
+    """
+    seeds = [None] * 4 if seed is None else [seed + i for i in range(4)]
+    layers = []
+    if flip:
+        mode = "horizontal" if flip is True else flip
+        layers.append(keras.layers.RandomFlip(mode, seed=seeds[0], name="flip"))
+    if rotation:
+        layers.append(keras.layers.RandomRotation(rotation, seed=seeds[1], name="rotation"))
+    if zoom:
+        layers.append(keras.layers.RandomZoom(zoom, seed=seeds[2], name="zoom"))
+    if contrast:
+        layers.append(
+            keras.layers.RandomContrast(contrast, value_range=(0, 255), seed=seeds[3], name="contrast")
+        )
+    if not layers:
+        raise ValueError(
+            "image_augmentation needs at least one transform. Received: "
+            f"flip={flip!r}, rotation={rotation!r}, zoom={zoom!r}, contrast={contrast!r}"
+        )
+    return keras.Sequential(layers, name="augmentation")
+
+
+def _cache_file(prefix, paths, labels, size, channels):
+    """`prefix-<digest>`: the digest of the files (name, size, mtime), labels and shape."""
+    digest = hashlib.sha1(repr((size, channels)).encode())
+    for path, label in zip(paths, labels):
+        stat = os.stat(path)
+        digest.update(f"{path}\0{int(label)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    parent = os.path.dirname(os.path.abspath(prefix))
+    os.makedirs(parent, exist_ok=True)
+    return f"{prefix}-{digest.hexdigest()[:16]}"
+
+
+def files_dataset(
+    paths,
+    labels=None,
+    *,
+    image_size,
+    channels=3,
+    batch_size=32,
+    shuffle=False,
+    seed=None,
+    augment=None,
+    cache=True,
+    drop_remainder=False,
+):
+    """Builds a `tf.data` pipeline that decodes the given image files.
+
+    Order: decode (`images.decode_image`, in parallel) -> cache -> shuffle -> batch
+    -> augment -> `prefetch(AUTOTUNE)`. Without shuffling, batches follow `paths`,
+    so predictions line up with file names. The files are not checked: pass paths
+    from `scan_image_folder` (a corrupt file would fail mid-epoch).
+
+    With `cache=True` the decoded images are kept in memory after the first epoch
+    and shuffled as a whole. With `cache=False` the paths are shuffled and the images
+    decoded every epoch (no memory). With a file path prefix, they are cached in
+    `<prefix>-<digest>` files (the digest covers the files, labels and shape, so a
+    changed folder never reads a stale cache): the paths are shuffled once before
+    caching, and each epoch is reshuffled within a window of
+    `FILE_CACHE_SHUFFLE_BUFFER` images.
+
+    Args:
+        paths: list of str. Image files.
+        labels: array of int class ids, or `None` for images only.
+        image_size: int or (height, width). The model's input size.
+        channels: int. 1 or 3. Defaults to `3`.
+        batch_size: int. Defaults to `32`.
+        shuffle: bool. Reshuffle every epoch. Defaults to `False`.
+        seed: int. Shuffle seed; also seeds `augment=True`. Defaults to `None`.
+        augment: `None`/`False`, `True` (`image_augmentation(seed=seed)`), or a
+            callable / Keras layer applied to each batch of images.
+        cache: bool or str. Defaults to `True` (memory).
+        drop_remainder: bool. Drop a last partial batch (fixed batch shapes).
+            Defaults to `False`.
+
+    Returns:
+        A `tf.data.Dataset` of `(images, labels)` (labels int64), or of `images`.
+
+    Raises:
+        ValueError: no paths, `labels` of another length, bad arguments, or
+            `drop_remainder=True` with fewer files than `batch_size`.
+
+    Example:
+
+    >>> import os, tempfile, tensorflow as tf
+    >>> from keras_transfer import image_folder
+    >>> root = tempfile.mkdtemp()
+    >>> paths = [os.path.join(root, f"{i}.png") for i in range(5)]
+    >>> for path in paths:
+    ...     tf.io.write_file(path, tf.io.encode_png(tf.zeros((8, 8, 1), tf.uint8)))
+    >>> ds = image_folder.files_dataset(paths, [0, 1, 0, 1, 0], image_size=16, batch_size=2)
+    >>> [tuple(x.shape) for x, y in ds]
+    [(2, 16, 16, 3), (2, 16, 16, 3), (1, 16, 16, 3)]
+    """
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise ValueError("files_dataset needs at least one file. Received: paths=[]")
+    size = _check_image_size(image_size)
+    channels = _check_channels(channels)
+    batch_size = _check_batch_size(batch_size)
+    seed = _check_seed(seed)
+    cache = _check_cache(cache)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(paths),) or (
+            labels.size and not np.issubdtype(labels.dtype, np.integer)
+        ):
+            raise ValueError(
+                "labels must be integer class ids, one per path. Received: "
+                f"labels of shape {labels.shape} and dtype {labels.dtype} for {len(paths)} paths"
+            )
+        labels = labels.astype(np.int64)
+    if drop_remainder and batch_size > len(paths):
+        raise ValueError(
+            f"drop_remainder=True with {len(paths)} files and batch_size={batch_size} gives "
+            f"no batch. Received: batch_size={batch_size}"
+        )
+    _check_augment(augment)
+
+    order = np.arange(len(paths))
+    if shuffle and isinstance(cache, str):
+        # Mix the classes once, in the cached order (fixed for a seed; seed 0 for None,
+        # the epochs reshuffle anyway), so a window shuffle is enough.
+        order = np.random.default_rng(0 if seed is None else seed).permutation(len(paths))
+    slices = np.asarray(paths, object)[order].astype(str)
+    if labels is not None:
+        slices = (slices, labels[order])
+    ds = tf.data.Dataset.from_tensor_slices(slices)
+    if shuffle and cache is False:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+
+    def load(path):
+        return images.read_image(path, size, channels)
+
+    if labels is None:
+        ds = ds.map(load, num_parallel_calls=AUTOTUNE)
+    else:
+        ds = ds.map(lambda path, label: (load(path), label), num_parallel_calls=AUTOTUNE)
+    if cache is True:
+        ds = ds.cache()
+    elif isinstance(cache, str):
+        # The digest covers the cached order too: a shuffled and an ordered pipeline
+        # over the same files must not read each other's cache.
+        ds = ds.cache(_cache_file(
+            cache, [paths[i] for i in order],
+            labels[order] if labels is not None else [-1] * len(paths), size, channels,
+        ))
+    if shuffle and cache is not False:
+        buffer = len(paths) if cache is True else min(len(paths), FILE_CACHE_SHUFFLE_BUFFER)
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if augment:
+        block = image_augmentation(seed=seed) if augment is True else augment
+        if labels is None:
+            ds = ds.map(lambda x: block(x, training=True), num_parallel_calls=AUTOTUNE)
+        else:
+            ds = ds.map(lambda x, y: (block(x, training=True), y), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
+def image_folder_datasets(
+    directory,
+    *,
+    image_size,
+    channels=3,
+    validation_split=0.2,
+    seed=0,
+    batch_size=32,
+    augment=False,
+    cache=True,
+    shuffle=True,
+    drop_remainder=False,
+    class_names=None,
+    verbose=True,
+):
+    """Training and validation `tf.data` pipelines from a class-per-folder directory.
+
+    Scans and checks the folder (`scan_image_folder`: files that cannot be decoded
+    are skipped and reported), splits it per class (`split_image_folder`), and builds
+    the pipelines (`files_dataset`). Only the training set is shuffled, augmented and
+    subject to `drop_remainder`; the validation set keeps `validation_files` order
+    and every file.
+
+    Args:
+        directory: str. One sub-folder per class.
+        image_size: int or (height, width). The model's input size, e.g.
+            `keras_transfer.get_backbone_spec(name).default_size`.
+        channels: int. 1 or 3. Defaults to `3`.
+        validation_split: float in [0, 1). Fraction of each class held out; `0` for
+            no validation set. Defaults to `0.2`.
+        seed: int. Seeds the split, the shuffling and `augment=True`. Defaults to `0`.
+        batch_size: int. Defaults to `32`.
+        augment: bool or callable. `True` for `image_augmentation(seed=seed)`, or a
+            callable / Keras layer applied to each training batch. Defaults to `False`.
+        cache: bool or str. `True` caches decoded images in memory, a str caches them
+            in files with that prefix (large sets; see `files_dataset`), `False`
+            decodes every epoch. Defaults to `True`.
+        shuffle: bool. Reshuffle the training set every epoch. Defaults to `True`.
+        drop_remainder: bool. Drop the last partial training batch. Defaults to `False`.
+        class_names: list of str. Fixes the classes and their ids (see
+            `scan_image_folder`). Defaults to the sorted sub-folder names.
+        verbose: bool. Print counts, skipped files and the split. Defaults to `True`.
+
+    Returns:
+        `FolderData` with `.train`, `.validation` (`None` when `validation_split=0`),
+        `.class_names`, `.skipped`, `.train_files`, `.validation_files`, `.train_plain`.
+
+    Raises:
+        FileNotFoundError, NotADirectoryError, ValueError: see `scan_image_folder`,
+            `split_image_folder` and `files_dataset`.
+
+    Example:
+
+    >>> import os, tempfile, tensorflow as tf
+    >>> from keras_transfer import image_folder
+    >>> root = tempfile.mkdtemp()
+    >>> for name, value in [("dark", 0), ("light", 255)]:
+    ...     os.makedirs(os.path.join(root, name))
+    ...     for i in range(5):
+    ...         tf.io.write_file(os.path.join(root, name, f"{i}.png"),
+    ...                          tf.io.encode_png(tf.fill((8, 8, 1), tf.constant(value, tf.uint8))))
+    >>> data = image_folder.image_folder_datasets(root, image_size=32, channels=1,
+    ...                                           batch_size=4)
+    Found 10 images in 2 classes (dark: 5, light: 5).
+    Using 8 files for training, 2 for validation.
+    >>> images, labels = next(iter(data.validation))
+    >>> data.class_names, tuple(images.shape), labels.numpy().tolist()
+    (['dark', 'light'], (2, 32, 32, 1), [0, 1])
+    """
+    size = _check_image_size(image_size)
+    channels = _check_channels(channels)
+    seed = _check_seed(seed)
+    batch_size = _check_batch_size(batch_size)
+    cache = _check_cache(cache)
+    _check_augment(augment)
+    if not isinstance(validation_split, (float, int, np.floating)) or isinstance(validation_split, bool) \
+            or not 0.0 <= validation_split < 1.0:
+        raise ValueError(
+            f"validation_split must be a float in [0, 1). Received: validation_split={validation_split!r}"
+        )
+    folder = scan_image_folder(directory, class_names=class_names, channels=channels, verbose=verbose)
+    if validation_split > 0:
+        train_files, validation_files = split_image_folder(folder, validation_split, seed=seed)
+        if verbose:
+            print(f"Using {len(train_files.paths):,} files for training, "
+                  f"{len(validation_files.paths):,} "
+                  "for validation.")
+    else:
+        train_files = folder._replace(skipped=[])
+        validation_files = None
+    common = dict(image_size=size, channels=channels, batch_size=batch_size)
+    train = files_dataset(
+        train_files.paths, train_files.labels, shuffle=shuffle, seed=seed, augment=augment,
+        cache=cache, drop_remainder=drop_remainder, **common,
+    )
+    validation = None
+    if validation_files is not None:
+        validation = files_dataset(
+            validation_files.paths, validation_files.labels, cache=cache, **common
+        )
+    train_plain = files_dataset(train_files.paths, train_files.labels, cache=False, **common)
+    return FolderData(
+        train=train,
+        validation=validation,
+        class_names=list(folder.class_names),
+        skipped=list(folder.skipped),
+        train_files=train_files,
+        validation_files=validation_files,
+        train_plain=train_plain,
+    )
+
+
+def load_image_folder(directory, *, image_size, channels=3, class_names=None, verbose=True):
+    """Loads a small class-per-folder directory into numpy arrays.
+
+    For accuracy reports, TFLite calibration and other small sets that fit in
+    memory: the folder is scanned and checked like `image_folder_datasets` (files that
+    cannot be decoded are skipped and reported), and decoded in parallel.
+
+    Args:
+        directory: str. One sub-folder per class.
+        image_size: int or (height, width).
+        channels: int. 1 or 3. Defaults to `3`.
+        class_names: list of str. Fixes the classes and their ids; the folder may
+            hold only some of them (see `scan_image_folder`). Defaults to the sorted
+            sub-folder names.
+        verbose: bool. Defaults to `True`.
+
+    Returns:
+        `FolderImages(x, y, paths, class_names, skipped)`, `x` float32 (N, H, W, C) in
+        0-255 and `y` int64, in `paths` order (class, then path).
+
+    Example:
+
+    >>> import os, tempfile, tensorflow as tf
+    >>> from keras_transfer import image_folder
+    >>> root = tempfile.mkdtemp()
+    >>> for name, value in [("dark", 0), ("light", 255)]:
+    ...     os.makedirs(os.path.join(root, name))
+    ...     tf.io.write_file(os.path.join(root, name, "a.png"),
+    ...                      tf.io.encode_png(tf.fill((8, 8, 1), tf.constant(value, tf.uint8))))
+    >>> loaded = image_folder.load_image_folder(root, image_size=8, channels=1, verbose=False)
+    >>> loaded.x.shape, loaded.x.max(axis=(1, 2, 3)).tolist(), loaded.y.tolist()
+    ((2, 8, 8, 1), [0.0, 255.0], [0, 1])
+    """
+    size = _check_image_size(image_size)
+    channels = _check_channels(channels)
+    folder = scan_image_folder(directory, class_names=class_names, channels=channels, verbose=verbose)
+    if len(folder.paths) == 0:
+        x = np.zeros((0,) + size + (channels,), np.float32)
+    else:
+        ds = files_dataset(folder.paths, image_size=size, channels=channels, batch_size=256, cache=False)
+        x = np.concatenate([batch.numpy() for batch in ds])
+    return FolderImages(x, folder.labels, list(folder.paths), list(folder.class_names), list(folder.skipped))
