@@ -1,7 +1,8 @@
 """keras_transfer: transfer learning for Keras 3 / TensorFlow.
 
-Build a classifier on a pretrained backbone, copy weights from a source model, freeze and
-fine-tune, feed it with tf.data, evaluate it and export it for TF Serving.
+Build a classifier on a pretrained backbone (keras.applications, a TF Hub module or your
+own model), copy weights from a source model, freeze and fine-tune, feed it with tf.data
+(arrays or image folders), evaluate it and export it for TF Serving and TFLite.
 
 Example:
 
@@ -23,6 +24,9 @@ if "tensorflow" not in _sys.modules:
     _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from keras_transfer import data
+from keras_transfer import image_folder
+from keras_transfer import images
+from keras_transfer import workflows
 from keras_transfer.backbones import BackboneSpec
 from keras_transfer.backbones import build_backbone
 from keras_transfer.backbones import get_backbone_spec
@@ -35,12 +39,21 @@ from keras_transfer.evaluation import evaluate_classifier
 from keras_transfer.evaluation import plot_confusion_matrix
 from keras_transfer.evaluation import plot_history
 from keras_transfer.export import export_saved_model
+from keras_transfer.export import read_labels
 from keras_transfer.freezing import ParameterCount
 from keras_transfer.freezing import count_parameters
 from keras_transfer.freezing import freeze
 from keras_transfer.freezing import unfreeze
+from keras_transfer.hub import HubLayer
+from keras_transfer.image_folder import image_augmentation
+from keras_transfer.image_folder import image_folder_datasets
+from keras_transfer.image_folder import load_image_folder
+from keras_transfer.image_folder import scan_image_folder
 from keras_transfer.losses import SparseCategoricalCrossentropy
 from keras_transfer.preprocessing import BackbonePreprocessing
+from keras_transfer.tflite import TFLiteClassifier
+from keras_transfer.tflite import evaluate_tflite
+from keras_transfer.tflite import export_tflite
 from keras_transfer.training import TwoStageHistory
 from keras_transfer.training import compile_classifier
 from keras_transfer.training import default_jit_compile
@@ -50,3 +63,7 @@ from keras_transfer.training import training_callbacks
 from keras_transfer.weight_transfer import TransferReport
 from keras_transfer.weight_transfer import transfer_weights
 from keras_transfer.weight_transfer import weighted_layers
+from keras_transfer.workflows import evaluate_model
+from keras_transfer.workflows import export_model
+from keras_transfer.workflows import predict_files
+from keras_transfer.workflows import train_from_folder

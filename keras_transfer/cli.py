@@ -1,7 +1,10 @@
 """The `keras-transfer` command."""
 
 import argparse
+import os
 import sys
+
+from keras_transfer.errors import WeightsUnavailableError
 
 
 def _budgets(text):
@@ -56,7 +59,116 @@ def build_parser():
     demo.add_argument("--smoke", action="store_true", help="a seconds-long run for tests")
 
     commands.add_parser("backbones", help="list the backbone registry names")
+    _add_train(commands)
+    _add_evaluate(commands)
+    _add_export(commands)
+    _add_predict(commands)
     return parser
+
+
+def _kinds(text):
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip() and k.strip() != "none")
+    bad = [k for k in kinds if k not in ("float32", "int8")]
+    if bad:
+        raise argparse.ArgumentTypeError(f"TFLite kinds are float32, int8 or none: {text!r}")
+    return kinds
+
+
+def _image_size(text):
+    try:
+        values = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 2) or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"image size is N or HxW, e.g. 224 or 160x200: {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def _add_train(commands):
+    train = commands.add_parser(
+        "train",
+        help="fine-tune a backbone on a class-per-folder image directory, evaluate, export",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Trains an image classifier on DATA/<class name>/<images> in two stages: the\n"
+            "new head on the frozen backbone, then the top of the backbone unfrozen\n"
+            "(BatchNorm frozen) at a lower learning rate. Corrupt images are skipped and\n"
+            "listed. Early stopping keeps the best weights; checkpoints and crash backups\n"
+            "go to OUTPUT/NAME/train/, so rerunning the same command resumes. Then it\n"
+            "writes model.keras, a classification report, confusion matrix and learning\n"
+            "curves there, and exports OUTPUT/NAME/<version>/ for TF Serving.\n\n"
+            "example:\n"
+            "  keras-transfer train --data flowers/ --backbone resnet50 --weights imagenet\n"
+            "  keras-transfer train --data digits/ --backbone mnist_cnn --weights none --tflite float32,int8"
+        ),
+    )
+    train.add_argument("--data", required=True, metavar="DIR", help="class-per-folder image directory")
+    train.add_argument("--backbone", default="resnet50",
+                       help="registry name (see `keras-transfer backbones`) or hub:<handle> (default: resnet50)")
+    train.add_argument("--weights", default="imagenet", metavar="imagenet|none|PATH",
+                       help="backbone weights: imagenet, none (random) or a weights file (default: imagenet)")
+    train.add_argument("--name", help="model name under OUTPUT (default: the data folder's name)")
+    train.add_argument("--output", default="saved_models", help="output folder (default: saved_models)")
+    train.add_argument("--test-data", metavar="DIR", help="separate test folder to report on (default: the validation split)")
+    train.add_argument("--image-size", type=_image_size, help="N or HxW (default: the backbone's size)")
+    train.add_argument("--validation-split", type=float, default=0.2, help="held out per class (default: 0.2)")
+    train.add_argument("--batch-size", type=int, default=32, help="(default: 32)")
+    train.add_argument("--head-epochs", type=int, default=5, help="stage 1 epochs (default: 5)")
+    train.add_argument("--epochs", type=int, default=10, help="stage 2 epochs (default: 10)")
+    train.add_argument("--head-lr", type=float, default=1e-3, help="stage 1 learning rate (default: 1e-3)")
+    train.add_argument("--lr", type=float, default=1e-5, help="stage 2 learning rate (default: 1e-5)")
+    train.add_argument("--unfreeze-fraction", type=float, default=0.25,
+                       help="share of backbone layers unfrozen in stage 2, from the top (default: 0.25)")
+    train.add_argument("--patience", type=int, default=3, help="early stopping patience, 0 for none (default: 3)")
+    train.add_argument("--no-augment", action="store_true", help="no flip/rotation/zoom/contrast augmentation")
+    train.add_argument("--tflite", type=_kinds, default=(), metavar="KINDS",
+                       help="also export TFLite: float32, int8 or float32,int8 (default: none)")
+    train.add_argument("--seed", type=int, default=0, help="(default: 0)")
+
+
+def _add_evaluate(commands):
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="accuracy, classification report and confusion matrix on an image folder",
+        description="Evaluates a trained model (model.keras or its training folder) on "
+                    "DATA/<class name>/<images>; writes report.txt, metrics.json and "
+                    "confusion.png to --output (default: an evaluation/ folder beside the model).",
+    )
+    evaluate.add_argument("model", help="model.keras or a training folder (OUTPUT/NAME/train)")
+    evaluate.add_argument("--data", required=True, metavar="DIR", help="class-per-folder image directory")
+    evaluate.add_argument("--output", help="folder for the report and plot")
+
+
+def _add_export(commands):
+    export = commands.add_parser(
+        "export",
+        help="export a trained model for TF Serving and TFLite (float32, int8)",
+        description="Exports a trained model to OUTPUT/NAME/<version>/ (SavedModel: "
+                    "signatures serving_default on encoded image bytes, serve on float "
+                    "pixels, serve_uint8) and TFLite files to OUTPUT/NAME/tflite/<version>/. "
+                    "int8 is calibrated on images from --data; with --data, the accuracy of "
+                    "the Keras model and of each TFLite file on those images is printed.",
+    )
+    export.add_argument("model", help="model.keras or a training folder (OUTPUT/NAME/train)")
+    export.add_argument("--name", help="model name under OUTPUT (default: the training folder's name)")
+    export.add_argument("--output", default="saved_models", help="output folder (default: saved_models)")
+    export.add_argument("--tflite", type=_kinds, default=("float32", "int8"), metavar="KINDS",
+                        help="float32, int8, float32,int8 or none (default: float32,int8)")
+    export.add_argument("--data", metavar="DIR",
+                        help="labelled image folder: int8 calibration and the accuracy check")
+    export.add_argument("--version", type=int, help="version number (default: the next one)")
+
+
+def _add_predict(commands):
+    predict = commands.add_parser(
+        "predict",
+        help="top classes of image files",
+        description="Prints the top classes of each image file, using a model.keras (or "
+                    "training folder), a SavedModel version folder, or a .tflite file.",
+    )
+    predict.add_argument("model", help="model.keras, training folder, SavedModel folder or .tflite")
+    predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, GIF, BMP)")
+    predict.add_argument("--top", type=int, default=3, help="classes per image (default: 3)")
 
 
 def main(argv=None):
@@ -90,6 +202,55 @@ def main(argv=None):
             log=lambda line: print(line, flush=True),
         )
         return 0
+    try:
+        return _run_workflow(args)
+    except (FileNotFoundError, ValueError, WeightsUnavailableError) as error:
+        print(f"keras-transfer {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _run_workflow(args):
+    from keras_transfer import workflows
+
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    if args.command == "train":
+        result = workflows.train_from_folder(
+            args.data, backbone=args.backbone, weights=args.weights, name=args.name,
+            output=args.output, image_size=args.image_size, validation_split=args.validation_split,
+            test_dir=args.test_data, seed=args.seed, batch_size=args.batch_size,
+            head_epochs=args.head_epochs, epochs=args.epochs, head_learning_rate=args.head_lr,
+            learning_rate=args.lr, unfreeze_fraction=args.unfreeze_fraction,
+            patience=args.patience or None, augment=not args.no_augment, tflite=args.tflite, log=log,
+        )
+        if result.evaluation is not None:
+            log(f"accuracy {result.evaluation.accuracy:.4f}; model in {result.run_dir}")
+        return 0
+    if args.command == "evaluate":
+        workflows.evaluate_model(args.model, args.data, output=args.output, log=log)
+        return 0
+    if args.command == "export":
+        model, class_names = workflows.load_trained(args.model)
+        name = args.name or workflows.default_name(args.model)
+        calibration = eval_data = None
+        if args.data:
+            eval_data = workflows.load_labelled_folder(args.data, model, class_names, log=log)
+            calibration = eval_data
+        elif "int8" in args.tflite:
+            raise ValueError("int8 TFLite needs --data DIR (images to calibrate on).")
+        workflows.export_model(
+            model, os.path.join(args.output, name), class_names=class_names, version=args.version,
+            tflite=args.tflite, calibration_data=calibration, eval_data=eval_data, log=log,
+        )
+        return 0
+    if args.command == "predict":
+        failed = 0
+        for result in workflows.predict_files(args.model, args.images, top=args.top):
+            if result.error:
+                failed += 1
+                print(f"{result.path}: cannot read: {result.error}", file=sys.stderr)
+            else:
+                print(f"{result.path}: " + ", ".join(f"{name} {p:.3f}" for name, p in result.top))
+        return 1 if failed else 0
     return 2
 
 

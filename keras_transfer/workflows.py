@@ -1,0 +1,505 @@
+"""End-to-end workflows on image folders: train, evaluate, export, predict.
+
+What `keras-transfer train | evaluate | export | predict` run, as functions a script can
+call too. A training run lives in `<output>/<name>/train/` (checkpoints, crash backups,
+`model.keras`, `labels.txt`, report and plots); exports go beside it in the TF Serving
+layout `<output>/<name>/<version>/` and, for TFLite, `<output>/<name>/tflite/<version>/`.
+TF Serving only loads the integer folders, so the rest never confuses it.
+"""
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_transfer import backbones
+from keras_transfer import builders
+from keras_transfer import evaluation as evaluation_lib
+from keras_transfer import export as export_lib
+from keras_transfer import image_folder
+from keras_transfer import images as images_lib
+from keras_transfer import tflite as tflite_lib
+from keras_transfer import training
+
+TFLITE_KINDS = ("float32", "int8")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train_from_folder` produced.
+
+    Attributes:
+        model: the trained `keras.Model`.
+        class_names: list of str, in class-id order.
+        history: `TwoStageHistory` (or the `History` of a one-stage run).
+        evaluation: `Evaluation` on the test folder (or the validation split).
+        run_dir: str. `<output>/<name>/train`.
+        model_path: str. The saved `model.keras`.
+        export: `ExportResult` or `None`.
+        skipped: list of (path, reason): image files that could not be decoded.
+    """
+
+    model: keras.Model
+    class_names: list
+    history: object
+    evaluation: object
+    run_dir: str
+    model_path: str
+    export: object
+    skipped: list
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """Paths written by `export_model` and the accuracy of each exported file.
+
+    Attributes:
+        saved_model: str. The SavedModel version folder.
+        tflite: dict. Kind (`"float32"`, `"int8"`) -> `.tflite` path.
+        accuracy: dict. `"keras"` and each TFLite kind -> accuracy on the held-out
+            data, when data was given.
+    """
+
+    saved_model: str
+    tflite: dict
+    accuracy: dict
+
+
+def _quiet(line):
+    del line
+
+
+def _parse_weights(weights):
+    if weights is None or str(weights).lower() in ("none", "random"):
+        return None
+    return weights
+
+
+def _model_geometry(backbone, image_size):
+    """(height, width, channels) the classifier will take."""
+    if isinstance(backbone, str) and not backbone.startswith("hub:"):
+        spec = backbones.get_backbone_spec(backbone)
+        size = image_size or spec.default_size
+        channels = spec.channels
+    else:
+        size = image_size or 224
+        channels = 3
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return size + (channels,)
+
+
+def _save_model_atomically(model, path):
+    staging = path + ".tmp.keras"
+    model.save(staging)
+    os.replace(staging, path)
+    return path
+
+
+def _write_labels(directory, class_names):
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "labels.txt")
+    with open(path, "w") as handle:
+        handle.write("\n".join(class_names) + "\n")
+    return path
+
+
+def train_from_folder(
+    data_dir,
+    *,
+    backbone="resnet50",
+    weights="imagenet",
+    name=None,
+    output="saved_models",
+    image_size=None,
+    validation_split=0.2,
+    test_dir=None,
+    seed=0,
+    batch_size=32,
+    head_epochs=5,
+    epochs=10,
+    head_learning_rate=1e-3,
+    learning_rate=1e-5,
+    unfreeze_fraction=0.25,
+    patience=3,
+    augment=True,
+    dropout=0.2,
+    export=True,
+    tflite=(),
+    verbose="auto",
+    log=print,
+):
+    """Trains a classifier on a class-per-folder image directory, end to end.
+
+    The recipe of the Keras transfer-learning guide, with what a real run needs around
+    it: images are scanned (corrupt files are skipped and listed), split into train
+    and validation with a seed, and augmented in tf.data; a pretrained backbone first
+    trains its new head (backbone frozen), then its top `unfreeze_fraction` of layers
+    are unfrozen (BatchNorm stays frozen) at the lower `learning_rate`; early stopping
+    restores the best weights, and every stage keeps a best checkpoint and a crash
+    backup, so a rerun resumes. A randomly initialised backbone (`weights=None`) is
+    trained whole in one stage for `head_epochs + epochs` epochs instead. The final
+    model is saved as `model.keras`, evaluated (report, confusion matrix, learning
+    curves) and exported.
+
+    Args:
+        data_dir: str. `data_dir/<class name>/<image files>`.
+        backbone: str or `keras.Model`. A registry name (`keras-transfer backbones`),
+            `"hub:<handle>"`, or a source model. Defaults to `"resnet50"`.
+        weights: `"imagenet"`, `None`/`"none"`, or a weights file for the backbone.
+            Defaults to `"imagenet"`.
+        name: str. Model name in `output`. Defaults to the folder's name.
+        output: str. Defaults to `"saved_models"`.
+        image_size: int or (height, width). Defaults to the backbone's default size.
+        validation_split: float. Share of each class held out for validation.
+            Defaults to `0.2`.
+        test_dir: str. A separate folder with the same classes to report on. Defaults
+            to reporting on the validation split.
+        seed: int. Split, shuffle, augmentation and initialisation seed.
+        batch_size: int. Defaults to `32`.
+        head_epochs: int. Stage 1 epochs (head only). Defaults to `5`.
+        epochs: int. Stage 2 epochs (top of the backbone unfrozen). Defaults to `10`.
+        head_learning_rate: float. Defaults to `1e-3`.
+        learning_rate: float. Stage 2 learning rate. Defaults to `1e-5`.
+        unfreeze_fraction: float. Share of the backbone's layers, from the top,
+            unfrozen in stage 2. Defaults to `0.25`.
+        patience: int or `None`. Early stopping patience. Defaults to `3`.
+        augment: bool. Flip / rotation / zoom / contrast in tf.data. Defaults to `True`.
+        dropout: float. Defaults to `0.2`.
+        export: bool. Export a SavedModel (and `tflite`). Defaults to `True`.
+        tflite: iterable of `"float32"`, `"int8"`. TFLite files to export too.
+        verbose: Keras `fit` verbosity. Defaults to `"auto"`.
+        log: callable for progress lines, or `None` for silence. Defaults to `print`.
+
+    Returns:
+        `TrainResult`.
+
+    Example:
+
+    >>> import os, tempfile, numpy as np, tensorflow as tf
+    >>> from keras_transfer import workflows
+    >>> root = tempfile.mkdtemp()
+    >>> for label in ("dark", "light"):
+    ...     os.makedirs(os.path.join(root, "shades", label))
+    ...     for i in range(6):
+    ...         value = 40 * i if label == "dark" else 255 - 40 * i
+    ...         tf.io.write_file(os.path.join(root, "shades", label, f"{i}.png"),
+    ...                          tf.io.encode_png(tf.fill((8, 8, 1), tf.constant(value, tf.uint8))))
+    >>> result = workflows.train_from_folder(
+    ...     os.path.join(root, "shades"), backbone="mnist_mlp", weights=None,
+    ...     output=os.path.join(root, "out"), head_epochs=1, epochs=1, batch_size=4,
+    ...     verbose=0, log=None)
+    >>> result.class_names, os.path.basename(result.export.saved_model)
+    (['dark', 'light'], '1')
+    """
+    scan_verbose = log is not None
+    log = log or _quiet
+    weights = _parse_weights(weights)
+    shape = _model_geometry(backbone, image_size)
+    name = name or os.path.basename(os.path.normpath(data_dir))
+    run_dir = os.path.join(output, name, "train")
+    keras.utils.set_random_seed(seed)
+
+    folder = image_folder.image_folder_datasets(
+        data_dir, image_size=shape[:2], channels=shape[2], validation_split=validation_split,
+        seed=seed, batch_size=batch_size, augment=augment, verbose=scan_verbose,
+    )
+    class_names = list(folder.class_names)
+    model = builders.build_classifier(
+        backbone, len(class_names), weights=weights, input_shape=shape, dropout=dropout,
+    )
+    _write_labels(run_dir, class_names)
+    pretrained = not isinstance(backbone, str) or weights is not None or backbone.startswith("hub:")
+    train_kwargs = dict(batch_size=batch_size, verbose=verbose, patience=patience)
+    if pretrained:
+        log(f"Stage 1: the head for {head_epochs} epochs at {head_learning_rate:g}; stage 2: "
+            f"the top {unfreeze_fraction:.0%} of the backbone for {epochs} epochs at "
+            f"{learning_rate:g} (BatchNorm frozen). Checkpoints in {run_dir}.")
+        history = training.fine_tune(
+            model, folder.train, folder.validation, head_epochs=head_epochs, epochs=epochs,
+            head_learning_rate=head_learning_rate, learning_rate=learning_rate,
+            unfreeze_fraction=unfreeze_fraction, workdir=run_dir, **train_kwargs,
+        )
+    else:
+        log(f"Randomly initialised backbone: training everything for {head_epochs + epochs} "
+            f"epochs at {head_learning_rate:g}. Checkpoints in {run_dir}.")
+        history = training.train(
+            model, folder.train, folder.validation, epochs=head_epochs + epochs,
+            learning_rate=head_learning_rate, workdir=os.path.join(run_dir, "all"), **train_kwargs,
+        )
+    model_path = _save_model_atomically(model, os.path.join(run_dir, "model.keras"))
+    log(f"saved {model_path}")
+
+    if test_dir is not None:
+        eval_data = load_labelled_folder(test_dir, model, class_names, log=log)
+        eval_title = f"test folder {test_dir}"
+    elif folder.validation is not None:
+        eval_data = _arrays(folder.validation)
+        eval_title = "validation split"
+    else:
+        eval_data = None
+    evaluation = None
+    if eval_data is not None:
+        evaluation = report_evaluation(model, eval_data, class_names, run_dir, title=eval_title, log=log)
+        evaluation_lib.plot_history(history, os.path.join(run_dir, "learning_curves.png"),
+                                    title=f"{name}: {model.name}")
+    exported = None
+    if export:
+        calibration = _calibration_sample(folder.train_files, shape, seed) if tflite else None
+        exported = export_model(
+            model, os.path.join(output, name), class_names=class_names, tflite=tflite,
+            calibration_data=calibration, eval_data=eval_data, log=log,
+        )
+    return TrainResult(
+        model=model, class_names=class_names, history=history, evaluation=evaluation,
+        run_dir=run_dir, model_path=model_path, export=exported, skipped=list(folder.skipped),
+    )
+
+
+def _calibration_sample(files, shape, seed, size=256):
+    """int8 calibration data: a random sample of training images, through tf.data."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(len(files.paths))[:size]
+    return image_folder.files_dataset(
+        [files.paths[i] for i in chosen], image_size=shape[:2], channels=shape[2],
+        batch_size=32, cache=False,
+    )
+
+
+def _arrays(dataset, limit=None):
+    """Concatenates a dataset of (images, labels) batches into arrays (up to `limit`)."""
+    xs, ys, count = [], [], 0
+    for x, y in dataset:
+        xs.append(np.asarray(x))
+        ys.append(np.asarray(y))
+        count += len(xs[-1])
+        if limit is not None and count >= limit:
+            break
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    return (x[:limit], y[:limit]) if limit is not None else (x, y)
+
+
+def load_trained(path):
+    """Loads a trained classifier and its class names.
+
+    Args:
+        path: str. A `model.keras` file, or a training run folder that holds one
+            (`<output>/<name>/train` or `<output>/<name>`). Class names are read from
+            `labels.txt` beside the model (`"0"`, `"1"`, ... without one).
+
+    Returns:
+        (`keras.Model`, list of class names).
+    """
+    candidates = [path, os.path.join(path, "model.keras"), os.path.join(path, "train", "model.keras")]
+    model_path = next((p for p in candidates if os.path.isfile(p) and p.endswith(".keras")), None)
+    if model_path is None:
+        raise FileNotFoundError(
+            f"No Keras model at {path!r}: pass a .keras file or a training run folder "
+            "(`<output>/<name>/train`, written by `keras-transfer train`)."
+        )
+    model = keras.saving.load_model(model_path)
+    labels = os.path.join(os.path.dirname(model_path), "labels.txt")
+    num_classes = int(model.output.shape[-1])
+    if os.path.exists(labels):
+        class_names = export_lib.read_labels(os.path.dirname(model_path))
+    else:
+        class_names = [str(i) for i in range(num_classes)]
+    if len(class_names) != num_classes:
+        raise ValueError(
+            f"{labels} lists {len(class_names)} classes but the model has {num_classes}."
+        )
+    return model, class_names
+
+
+def load_labelled_folder(directory, model, class_names, log=print):
+    """Reads a class-per-folder directory as arrays `(x, y)` in the model's class ids.
+
+    The folder's class names must be among the model's; a folder may hold only some
+    of them (a partial test set). Files that cannot be decoded are skipped and listed.
+    """
+    shape = tuple(model.input.shape[1:])
+    loaded = image_folder.load_image_folder(
+        directory, image_size=shape[:2], channels=shape[2], class_names=list(class_names),
+        verbose=log not in (None, _quiet),
+    )
+    return loaded.x, loaded.y
+
+
+def report_evaluation(model, data, class_names, directory, title="held-out data", log=print):
+    """Evaluates, prints the report and writes report.txt, metrics.json and confusion.png."""
+    log = log or _quiet
+    result = evaluation_lib.evaluate_classifier(model, data, class_names=class_names)
+    log(f"Evaluation on the {title}:\n{result}")
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "report.txt"), "w") as handle:
+        handle.write(f"{title}\n{result}\n")
+    with open(os.path.join(directory, "metrics.json"), "w") as handle:
+        json.dump({"accuracy": result.accuracy, "report": result.report_dict, "data": title}, handle, indent=2)
+    evaluation_lib.plot_confusion_matrix(result, os.path.join(directory, "confusion.png"))
+    return result
+
+
+def evaluate_model(model_path, data_dir, *, output=None, log=print):
+    """Evaluates a trained model on a class-per-folder directory.
+
+    Writes `report.txt`, `metrics.json` and `confusion.png` to `output` (defaults to
+    `<model folder>/evaluation`). Returns the `Evaluation`.
+    """
+    model, class_names = load_trained(model_path)
+    data = load_labelled_folder(data_dir, model, class_names, log=log)
+    directory = output or os.path.join(os.path.dirname(os.path.abspath(_model_file(model_path))), "evaluation")
+    return report_evaluation(model, data, class_names, directory, title=f"folder {data_dir}", log=log)
+
+
+def default_name(model_path):
+    """The model name a training run was saved under (`<output>/<name>/train/...`)."""
+    path = os.path.abspath(_model_file(model_path))
+    folder = os.path.dirname(path) if os.path.isfile(path) else path
+    if os.path.basename(folder) == "train":
+        return os.path.basename(os.path.dirname(folder))
+    return os.path.splitext(os.path.basename(path))[0] if os.path.isfile(path) else os.path.basename(folder)
+
+
+def _model_file(path):
+    for candidate in (path, os.path.join(path, "model.keras"), os.path.join(path, "train", "model.keras")):
+        if os.path.isfile(candidate):
+            return candidate
+    return path
+
+
+def export_model(
+    model,
+    base_dir,
+    *,
+    class_names=None,
+    version=None,
+    tflite=(),
+    calibration_data=None,
+    eval_data=None,
+    log=print,
+):
+    """Exports a SavedModel (TF Serving) and optional TFLite files, and checks them.
+
+    The SavedModel goes to `base_dir/<version>/`; TFLite files to
+    `base_dir/tflite/<version>/model_<kind>.tflite` with a `labels.txt`. With
+    `eval_data`, the accuracy of the Keras model and of each TFLite file on it is
+    printed side by side.
+
+    Args:
+        model: `keras.Model`.
+        base_dir: str. `<output>/<name>`.
+        class_names: list of str.
+        version: int. Defaults to the next version.
+        tflite: iterable of `"float32"` and/or `"int8"`.
+        calibration_data: `(x, y)` or images, for int8 calibration (required for it).
+        eval_data: `(x, y)` held-out arrays.
+        log: callable. Defaults to `print`.
+
+    Returns:
+        `ExportResult`.
+    """
+    log = log or _quiet
+    kinds = list(tflite)
+    bad = [kind for kind in kinds if kind not in TFLITE_KINDS]
+    if bad:
+        raise ValueError(f"TFLite kinds are {TFLITE_KINDS}. Received: tflite={kinds!r}")
+    if "int8" in kinds and calibration_data is None:
+        raise ValueError("int8 TFLite needs calibration_data (a sample of training images).")
+    path = export_lib.export_saved_model(model, base_dir, version=version, class_names=class_names)
+    log(f"SavedModel exported to {path}")
+    version = int(os.path.basename(path))
+    written = {}
+    if kinds:
+        directory = os.path.join(base_dir, "tflite", str(version))
+        _write_labels(directory, list(export_lib.read_labels(path)))
+        for kind in kinds:
+            file = os.path.join(directory, f"model_{kind}.tflite")
+            tflite_lib.export_tflite(
+                model, file, quantization="int8" if kind == "int8" else None,
+                representative_data=calibration_data,
+            )
+            written[kind] = file
+            log(f"TFLite {kind} exported to {file} ({os.path.getsize(file) / 1e6:.2f} MB)")
+    accuracy = {}
+    if eval_data is not None:
+        x, y = eval_data
+        accuracy["keras"] = evaluation_lib.evaluate_classifier(model, (x, y)).accuracy
+        for kind, file in written.items():
+            accuracy[kind] = tflite_lib.evaluate_tflite(file, x, y)
+        log("accuracy on held-out data: " + ", ".join(
+            f"{kind} {value:.4f}" for kind, value in accuracy.items()))
+    return ExportResult(saved_model=path, tflite=written, accuracy=accuracy)
+
+
+@dataclasses.dataclass
+class Prediction:
+    """Top classes of one image file (`error` says why a file could not be read)."""
+
+    path: str
+    top: list
+    error: str = None
+
+
+def predict_files(model_path, files, *, top=3):
+    """Top classes for image files, from a `.keras` model, a SavedModel or a `.tflite`.
+
+    Files that are missing or cannot be decoded get an `error` instead of classes; the
+    others are still predicted.
+
+    Args:
+        model_path: str. A `.keras` file or training run folder, a SavedModel version
+            folder (its `serving_default` signature decodes the files' bytes itself),
+            or a `.tflite` file (with `labels.txt` beside it).
+        files: list of image paths.
+        top: int. Classes to return per file. Defaults to `3`.
+
+    Returns:
+        list of `Prediction(path, top=[(class name, probability), ...], error)`, in
+        `files` order, best class first.
+    """
+    if not files:
+        raise ValueError("No image files to predict.")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValueError(f"top must be a positive integer. Received: top={top!r}")
+    saved_model = os.path.isdir(model_path) and os.path.exists(os.path.join(model_path, "saved_model.pb"))
+    if saved_model:
+        served = tf.saved_model.load(model_path).signatures["serving_default"]
+        class_names = export_lib.read_labels(model_path)
+    elif model_path.endswith(".tflite"):
+        runner = tflite_lib.TFLiteClassifier(model_path)
+        shape = tuple(runner.input_shape[1:])
+        class_names = export_lib.read_labels(os.path.dirname(model_path))
+    else:
+        model, class_names = load_trained(model_path)
+        shape = tuple(model.input.shape[1:])
+    errors = {f: "no such file" for f in files if not os.path.isfile(f)}
+    present = [f for f in files if f not in errors]
+    if present:
+        errors.update(image_folder.check_image_files(
+            present, channels=3 if saved_model else shape[2], verbose=False))
+    readable = [f for f in present if f not in errors]
+    probabilities = np.zeros((0, len(class_names)), np.float32)
+    if readable and saved_model:
+        contents = tf.constant([tf.io.read_file(f).numpy() for f in readable])
+        probabilities = served(image_bytes=contents)["probabilities"].numpy()
+    elif readable:
+        x = image_folder.files_dataset(readable, image_size=shape[:2], channels=shape[2],
+                                       batch_size=256, cache=False)
+        x = np.concatenate([batch.numpy() for batch in x])
+        if model_path.endswith(".tflite"):
+            probabilities = runner.predict(x)
+        else:
+            probabilities = model.predict(x, verbose=0)
+    by_path = dict(zip(readable, probabilities))
+    top = min(top, len(class_names))
+    results = []
+    for path in files:
+        if path in errors:
+            results.append(Prediction(path, [], errors[path]))
+            continue
+        row = by_path[path]
+        best = np.argsort(-row)[:top]
+        results.append(Prediction(path, [(class_names[i], float(row[i])) for i in best]))
+    return results

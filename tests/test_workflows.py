@@ -1,0 +1,143 @@
+"""`keras-transfer train | evaluate | export | predict` on image folders the tests write."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_transfer
+from keras_transfer import cli
+from keras_transfer import export
+from keras_transfer import workflows
+from testing import write_image_folder
+from testing import write_truncated_png
+
+CLASSES = ["zero", "one", "two"]
+
+
+@pytest.fixture(scope="module")
+def digits_dir(mnist, tmp_path_factory):
+    """Real MNIST digits 0-2 as PNG files in class folders, plus one truncated PNG."""
+    root = str(tmp_path_factory.mktemp("folders") / "digits")
+    keep = np.isin(mnist.y, [0, 1, 2])
+    x, y = mnist.x[keep][:240].astype(np.uint8), mnist.y[keep][:240]
+    write_image_folder(root, x, y, CLASSES)
+    write_truncated_png(os.path.join(root, "one", "truncated.png"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(digits_dir, tmp_path_factory):
+    """`keras-transfer train` with a randomly initialised CNN; returns (output, stdout)."""
+    output = str(tmp_path_factory.mktemp("out"))
+    return output, _run(["train", "--data", digits_dir, "--backbone", "mnist_cnn", "--weights",
+                         "none", "--output", output, "--head-epochs", "2", "--epochs", "2",
+                         "--batch-size", "16", "--tflite", "float32,int8", "--no-augment"])
+
+
+def _run(argv):
+    import contextlib
+    import io
+
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = cli.main(argv)
+    assert code == 0, stdout.getvalue()[-2000:]
+    return stdout.getvalue()
+
+
+def test_train_reports_the_corrupt_file_and_writes_the_run(trained, digits_dir):
+    output, out = trained
+    assert "truncated.png" in out and "skipped 1" in out
+    run = os.path.join(output, "digits", "train")
+    for name in ("model.keras", "labels.txt", "report.txt", "metrics.json", "confusion.png",
+                 "learning_curves.png"):
+        assert os.path.exists(os.path.join(run, name)), name
+    model, names = workflows.load_trained(run)
+    assert names == sorted(CLASSES)  # folder order
+    x, y = workflows.load_labelled_folder(digits_dir, model, names, log=None)
+    assert len(x) == 240  # every valid image, the truncated one skipped
+    accuracy = float(np.mean(model.predict(x, verbose=0).argmax(-1) == y))
+    assert accuracy > 0.8  # real digits, 4 epochs: far above chance (1/3)
+
+
+def test_exports_agree_with_the_keras_model(trained, digits_dir):
+    output, out = trained
+    version = os.path.join(output, "digits", "1")
+    assert export.read_labels(version) == sorted(CLASSES)
+    line = next(l for l in out.splitlines() if l.startswith("accuracy on held-out data"))
+    scores = dict(part.split() for part in line.split(": ")[1].split(", "))
+    assert set(scores) == {"keras", "float32", "int8"}
+    assert abs(float(scores["int8"]) - float(scores["keras"])) <= 0.01 + 1e-9
+    assert float(scores["float32"]) == pytest.approx(float(scores["keras"]), abs=1e-9)
+
+    model, names = workflows.load_trained(os.path.join(output, "digits", "train"))
+    files = sorted(tf.io.gfile.glob(os.path.join(digits_dir, "two", "*.png")))[:5]
+    x = np.stack([keras_transfer.images.read_image(f, 28, 1).numpy() for f in files])
+    expected = model.predict(x, verbose=0)
+    served = workflows.predict_files(version, files, top=3)
+    tflite = workflows.predict_files(
+        os.path.join(output, "digits", "tflite", "1", "model_float32.tflite"), files, top=3)
+    for row, from_saved_model, from_tflite in zip(expected, served, tflite):
+        assert from_saved_model.top[0][0] == names[row.argmax()] == from_tflite.top[0][0]
+        assert from_saved_model.top[0][1] == pytest.approx(row.max(), abs=1e-5)
+
+
+def test_evaluate_export_and_predict_commands(trained, digits_dir, capsys):
+    output, _ = trained
+    run = os.path.join(output, "digits", "train")
+    out = _run(["evaluate", run, "--data", digits_dir, "--output", os.path.join(output, "eval")])
+    assert "accuracy" in out and os.path.exists(os.path.join(output, "eval", "confusion.png"))
+    out = _run(["export", run, "--output", output, "--tflite", "float32"])
+    assert os.path.exists(os.path.join(output, "digits", "2", "saved_model.pb"))
+    assert os.path.exists(os.path.join(output, "digits", "tflite", "2", "model_float32.tflite"))
+    image = os.path.join(digits_dir, "zero", sorted(os.listdir(os.path.join(digits_dir, "zero")))[0])
+    out = _run(["predict", os.path.join(output, "digits", "2"), image, "--top", "2"])
+    assert out.startswith(f"{image}: ") and len(out.strip().split(", ")) == 2
+    # A file that cannot be read is reported; the others are still predicted.
+    bad = os.path.join(digits_dir, "one", "truncated.png")
+    assert cli.main(["predict", run, bad, image]) == 1
+    captured = capsys.readouterr()
+    assert f"{bad}: cannot read" in captured.err and f"{image}: " in captured.out
+
+
+def test_export_int8_needs_data(trained):
+    output, _ = trained
+    assert cli.main(["export", os.path.join(output, "digits", "train"), "--output", output]) == 1
+
+
+def test_resnet50_end_to_end_with_a_weights_file(digits_dir, tmp_path):
+    """ResNet50 from a local weights file: stage 2 leaves the frozen bottom untouched."""
+    backbone = keras_transfer.build_backbone("resnet50", weights=None, input_shape=(32, 32, 3))
+    weights = str(tmp_path / "resnet50.weights.h5")
+    backbone.save_weights(weights)
+    output = str(tmp_path / "out")
+    out = _run(["train", "--data", digits_dir, "--backbone", "resnet50", "--weights", weights,
+                "--image-size", "32", "--output", output, "--name", "rn50",
+                "--head-epochs", "1", "--epochs", "1", "--batch-size", "32"])
+    assert "Stage 1" in out and "exported to" in out
+    model, _ = workflows.load_trained(os.path.join(output, "rn50", "train"))
+    trained_backbone = model.get_layer("backbone")
+    # conv1 is in the frozen bottom 75%, conv5 (top) was fine-tuned.
+    np.testing.assert_array_equal(
+        trained_backbone.get_layer("conv1_conv").kernel.numpy(), backbone.get_layer("conv1_conv").kernel.numpy())
+    assert not np.array_equal(
+        trained_backbone.get_layer("conv5_block3_3_conv").kernel.numpy(),
+        backbone.get_layer("conv5_block3_3_conv").kernel.numpy())
+    # BatchNorm stayed frozen: its moving statistics are the file's.
+    np.testing.assert_array_equal(
+        trained_backbone.get_layer("conv5_block3_3_bn").moving_mean.numpy(),
+        backbone.get_layer("conv5_block3_3_bn").moving_mean.numpy())
+    assert os.path.exists(os.path.join(output, "rn50", "1", "saved_model.pb"))
+
+
+def test_clear_errors(tmp_path, capsys):
+    assert cli.main(["train", "--data", str(tmp_path / "missing"), "--backbone", "mnist_cnn",
+                     "--weights", "none"]) == 1
+    assert "missing" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="No Keras model"):
+        workflows.load_trained(str(tmp_path))
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--data", "x", "--tflite", "int4"])
