@@ -25,10 +25,10 @@ import tensorflow as tf
 from keras_transfer import builders
 from keras_transfer import data
 from keras_transfer import evaluation
-from keras_transfer import export
 from keras_transfer import freezing
 from keras_transfer import training
 from keras_transfer import weight_transfer
+from keras_transfer import workflows
 
 METHODS = ("scratch", "frozen", "fine-tune")
 
@@ -291,9 +291,12 @@ def run_demo(
     """Runs the whole demo; prints progress and the table; writes plots, results, models.
 
     Args:
-        output_dir: str. Where `demo/` (table, plots) and the exported SavedModels
-            (`digits_5_9/<version>/`, `uci_digits/<version>/`: each target's model
-            fine-tuned from the first source at the largest budget, first seed) go.
+        output_dir: str. Where `demo/` (table, plots) and the exported models go:
+            each target's model fine-tuned from the first source at the largest budget,
+            first seed, as a SavedModel (`digits_5_9/<version>/`,
+            `uci_digits/<version>/`) and as TFLite float32 and int8
+            (`<target>/tflite/<version>/`), with each file's test accuracy printed
+            next to the Keras model's.
             Defaults to `"saved_models"`.
         sources: which source backbones: `"cnn"`, `"mlp"`. Defaults to both.
         budgets: labelled examples per class, `"all"` for the whole pool.
@@ -349,7 +352,7 @@ def run_demo(
 
     table = format_table(rows, budgets)
     plots.append(plot_budgets(rows, budgets, os.path.join(report_dir, "accuracy_vs_labels.png")))
-    exports = {}
+    exports, tflite_accuracy = {}, {}
     for target in targets:
         accuracy, weights, model, method, budget, source = chosen[target.name]
         model.set_weights(weights)
@@ -360,11 +363,19 @@ def run_demo(
         ))
         if not export_models:
             continue
-        exports[target.name] = export.export_saved_model(
-            model, os.path.join(output_dir, target.name), class_names=target.class_names
+        # TFLite int8 is calibrated on target training images drawn from a tf.data pipeline.
+        calibration = data.make_dataset(target.pool[0], batch_size=32, shuffle=True, seed=0)
+        exported = workflows.export_model(
+            model, os.path.join(output_dir, target.name), class_names=target.class_names,
+            tflite=("float32", "int8"), calibration_data=calibration, eval_data=target.test,
+            log=lambda line: None,
         )
+        exports[target.name] = exported.saved_model
+        tflite_accuracy[target.name] = exported.accuracy
         log(f"exported {target.title} ({method}, {_budget_label(budget)}, {source} source, "
-            f"accuracy {accuracy:.4f}) to {exports[target.name]}")
+            f"accuracy {accuracy:.4f}) to {exported.saved_model}; TFLite in "
+            f"{os.path.dirname(exported.tflite['int8'])}; test accuracy: "
+            + ", ".join(f"{kind} {value:.4f}" for kind, value in exported.accuracy.items()))
 
     summary = {
         "mnist": mnist_source,
@@ -379,6 +390,7 @@ def run_demo(
             for title, source, results in rows
         },
         "exports": exports,
+        "export_accuracy": tflite_accuracy,
     }
     with open(os.path.join(report_dir, "results.json"), "w") as handle:
         json.dump(summary, handle, indent=2)

@@ -60,6 +60,11 @@ def test_demo_writes_plots_results_and_servable_models(smoke_demo):
         assert probabilities.shape == (3, len(classes))
         assert set(outputs["class_name"].numpy().astype(str)) <= set(classes)
         np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
+        accuracy = results["export_accuracy"][name]
+        assert set(accuracy) == {"keras", "float32", "int8"}
+        assert accuracy["float32"] == pytest.approx(accuracy["keras"], abs=2e-3)
+        for kind in ("float32", "int8"):
+            assert os.path.exists(os.path.join(os.path.dirname(path), "tflite", "1", f"model_{kind}.tflite"))
 
 
 def test_backbones_command_and_help(tmp_path):
@@ -95,3 +100,6 @@ def test_full_demo_beats_the_plain_keras_recipe_side_by_side(tmp_path):
         for k in (5, 10):
             assert ours[target][f"fine-tune / {k}"] > guide[target][f"fine-tune / {k}"]
     assert ours["MNIST 5-9 / cnn"]["fine-tune / 10"] >= 0.90
+    # The exported MNIST model: int8 TFLite loses at most 1 point of test accuracy.
+    exported = json.loads((tmp_path / "demo" / "results.json").read_text())["export_accuracy"]
+    assert exported["digits_5_9"]["keras"] - exported["digits_5_9"]["int8"] <= 0.01
