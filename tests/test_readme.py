@@ -20,14 +20,43 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert any("keras-transfer demo" in b for b in bash_blocks)
 
 
-@pytest.mark.parametrize("index", range(len(re.findall(r"```python\n", README))))
-def test_readme_python_blocks_run(index, tmp_path):
-    code = re.findall(r"```python\n(.*?)```", README, re.S)[index]
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+SHELL_BLOCKS = re.findall(r"```sh\n(.*?)```", README, re.S)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """One folder for all blocks, in README order: later blocks may use earlier files."""
+    return tmp_path_factory.mktemp("readme")
+
+
+def _run(command, cwd):
+    return subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+             "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]},
     )
+
+
+@pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
+def test_readme_python_blocks_run(index, workdir):
+    code = PYTHON_BLOCKS[index]
+    result = _run([sys.executable, "-c", code], workdir)
     assert result.returncode == 0, result.stderr[-3000:]
-    if "export_saved_model" in code:
-        assert os.path.exists(tmp_path / "saved_models" / "digits_example" / "1" / "saved_model.pb")
-        assert os.path.exists(tmp_path / "saved_models" / "digits_example" / "confusion.png")
+    if "export_saved_model" in code and "digits_example" in code:
+        assert os.path.exists(workdir / "saved_models" / "digits_example" / "1" / "saved_model.pb")
+        assert os.path.exists(workdir / "saved_models" / "digits_example" / "confusion.png")
+
+
+def test_readme_commands_run_on_the_digit_folder(workdir):
+    """The `keras-transfer` commands, line by line, on the folder the first block wrote."""
+    assert len(SHELL_BLOCKS) == 1 and (workdir / "digits" / "1" / "broken.png").exists()
+    outputs = []
+    for line in SHELL_BLOCKS[0].strip().splitlines():
+        result = _run(["bash", "-c", line], workdir)
+        assert result.returncode == 0, (line, result.stderr[-3000:])
+        outputs.append(result.stdout)
+    assert "digits/1/broken.png" in outputs[0]  # the truncated file is reported
+    assert "accuracy on held-out data: keras" in outputs[0] and "int8" in outputs[2]
+    assert outputs[3].startswith("digits/0/0.png: ") and "digits/2/7.png: " in outputs[3]
+    assert outputs[4].startswith("digits/1/3.png: ")
