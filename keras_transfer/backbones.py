@@ -12,7 +12,7 @@ import dataclasses
 import difflib
 import os
 import socket
-from typing import Callable, Optional
+from typing import Callable
 
 import keras
 

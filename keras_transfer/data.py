@@ -377,11 +377,27 @@ def make_dataset(
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
+    augment = default_augmentation(seed=seed) if augment is True else augment
+    return batch_and_augment(ds, batch_size, drop_remainder=drop_remainder, augment=augment)
+
+
+def batch_and_augment(ds, batch_size, *, drop_remainder=False, augment=None):
+    """The end of every input pipeline: batch, augment each batch, prefetch.
+
+    Args:
+        ds: `tf.data.Dataset` of images or of `(images, labels)`.
+        batch_size: int.
+        drop_remainder: bool. Fixed batch shapes. Defaults to `False`.
+        augment: `None` or a callable / Keras layer applied to each batch of images
+            with `training=True` (labels pass through).
+
+    Returns:
+        The batched, augmented, prefetched `tf.data.Dataset`.
+    """
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if augment:
-        block = default_augmentation(seed=seed) if augment is True else augment
-        if y is None:
-            ds = ds.map(lambda i: block(i, training=True), num_parallel_calls=AUTOTUNE)
+        if isinstance(ds.element_spec, tuple):
+            ds = ds.map(lambda i, t: (augment(i, training=True), t), num_parallel_calls=AUTOTUNE)
         else:
-            ds = ds.map(lambda i, t: (block(i, training=True), t), num_parallel_calls=AUTOTUNE)
+            ds = ds.map(lambda i: augment(i, training=True), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)

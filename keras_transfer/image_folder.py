@@ -43,6 +43,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_transfer import data
 from keras_transfer import images
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -136,22 +137,6 @@ class FolderImages(NamedTuple):
 
 
 # Arguments.
-
-
-def _check_image_size(image_size):
-    size = image_size
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        size = (int(size), int(size))
-    try:
-        size = tuple(int(s) for s in size)
-    except (TypeError, ValueError):
-        size = ()
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(
-            "image_size must be a positive int or (height, width). "
-            f"Received: image_size={image_size!r}"
-        )
-    return size
 
 
 def _check_channels(channels):
@@ -642,7 +627,7 @@ def files_dataset(
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise ValueError("files_dataset needs at least one file. Received: paths=[]")
-    size = _check_image_size(image_size)
+    size = images.check_image_size(image_size)
     channels = _check_channels(channels)
     batch_size = _check_batch_size(batch_size)
     seed = _check_seed(seed)
@@ -695,14 +680,8 @@ def files_dataset(
     if shuffle and cache is not False:
         buffer = len(paths) if cache is True else min(len(paths), FILE_CACHE_SHUFFLE_BUFFER)
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if augment:
-        block = image_augmentation(seed=seed) if augment is True else augment
-        if labels is None:
-            ds = ds.map(lambda x: block(x, training=True), num_parallel_calls=AUTOTUNE)
-        else:
-            ds = ds.map(lambda x, y: (block(x, training=True), y), num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+    augment = image_augmentation(seed=seed) if augment is True else augment
+    return data.batch_and_augment(ds, batch_size, drop_remainder=drop_remainder, augment=augment)
 
 
 def image_folder_datasets(
@@ -774,7 +753,7 @@ def image_folder_datasets(
     >>> data.class_names, tuple(images.shape), labels.numpy().tolist()
     (['dark', 'light'], (2, 32, 32, 1), [0, 1])
     """
-    size = _check_image_size(image_size)
+    size = images.check_image_size(image_size)
     channels = _check_channels(channels)
     seed = _check_seed(seed)
     batch_size = _check_batch_size(batch_size)
@@ -850,7 +829,7 @@ def load_image_folder(directory, *, image_size, channels=3, class_names=None, ve
     >>> loaded.x.shape, loaded.x.max(axis=(1, 2, 3)).tolist(), loaded.y.tolist()
     ((2, 8, 8, 1), [0.0, 255.0], [0, 1])
     """
-    size = _check_image_size(image_size)
+    size = images.check_image_size(image_size)
     channels = _check_channels(channels)
     folder = scan_image_folder(directory, class_names=class_names, channels=channels, verbose=verbose)
     if len(folder.paths) == 0:

@@ -5,21 +5,25 @@ pipelines, `keras-transfer predict`, and the encoded-bytes signature of exported
 SavedModels. Sharing it means a served PNG gives exactly the pixels training saw.
 """
 
+import numpy as np
 import tensorflow as tf
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 
 
-def _size(image_size):
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
-        image_size = (image_size, image_size)
+def check_image_size(image_size):
+    """`image_size` (an int or (height, width)) as a (height, width) tuple, or raises."""
+    size = image_size
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        size = (size, size)
     try:
-        size = tuple(int(s) for s in image_size)
+        size = tuple(int(s) for s in size)
     except (TypeError, ValueError):
         size = ()
     if len(size) != 2 or min(size) < 1:
         raise ValueError(
-            f"image_size must be an int or (height, width). Received: image_size={image_size!r}"
+            "image_size must be a positive int or (height, width). "
+            f"Received: image_size={image_size!r}"
         )
     return size
 
@@ -52,7 +56,7 @@ def decode_image(contents, image_size, channels=3):
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3. Received: channels={channels!r}")
-    size = _size(image_size)
+    size = check_image_size(image_size)
     # Decode at the file's own channel count (GIF and BMP can't decode to 1 channel),
     # then adapt: drop alpha, average colour to grey with the usual luma weights, or
     # repeat grey to RGB. Every format goes through the same conversion.
@@ -87,7 +91,7 @@ def decode_images(batch, image_size, channels=3):
     >>> tuple(images.decode_images(tf.stack([png, png]), (4, 6), channels=1).shape)
     (2, 4, 6, 1)
     """
-    size = _size(image_size)
+    size = check_image_size(image_size)
     return tf.map_fn(
         lambda contents: decode_image(contents, size, channels),
         batch,

@@ -20,7 +20,6 @@ from keras_transfer import builders
 from keras_transfer import evaluation as evaluation_lib
 from keras_transfer import export as export_lib
 from keras_transfer import image_folder
-from keras_transfer import images as images_lib
 from keras_transfer import tflite as tflite_lib
 from keras_transfer import training
 
@@ -268,17 +267,10 @@ def _calibration_sample(files, shape, seed, size=256):
     )
 
 
-def _arrays(dataset, limit=None):
-    """Concatenates a dataset of (images, labels) batches into arrays (up to `limit`)."""
-    xs, ys, count = [], [], 0
-    for x, y in dataset:
-        xs.append(np.asarray(x))
-        ys.append(np.asarray(y))
-        count += len(xs[-1])
-        if limit is not None and count >= limit:
-            break
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    return (x[:limit], y[:limit]) if limit is not None else (x, y)
+def _arrays(dataset):
+    """Concatenates a dataset of (images, labels) batches into arrays."""
+    batches = [(np.asarray(x), np.asarray(y)) for x, y in dataset]
+    return np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])
 
 
 def load_trained(path):
@@ -292,8 +284,7 @@ def load_trained(path):
     Returns:
         (`keras.Model`, list of class names).
     """
-    candidates = [path, os.path.join(path, "model.keras"), os.path.join(path, "train", "model.keras")]
-    model_path = next((p for p in candidates if os.path.isfile(p) and p.endswith(".keras")), None)
+    model_path = _model_file(path)
     if model_path is None:
         raise FileNotFoundError(
             f"No Keras model at {path!r}: pass a .keras file or a training run folder "
@@ -355,18 +346,19 @@ def evaluate_model(model_path, data_dir, *, output=None, log=print):
 
 def default_name(model_path):
     """The model name a training run was saved under (`<output>/<name>/train/...`)."""
-    path = os.path.abspath(_model_file(model_path))
-    folder = os.path.dirname(path) if os.path.isfile(path) else path
+    path = os.path.abspath(_model_file(model_path) or model_path)
+    folder = os.path.dirname(path)
     if os.path.basename(folder) == "train":
         return os.path.basename(os.path.dirname(folder))
-    return os.path.splitext(os.path.basename(path))[0] if os.path.isfile(path) else os.path.basename(folder)
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 def _model_file(path):
+    """The `.keras` file at `path`, or in the training run folder `path`, or `None`."""
     for candidate in (path, os.path.join(path, "model.keras"), os.path.join(path, "train", "model.keras")):
-        if os.path.isfile(candidate):
+        if os.path.isfile(candidate) and candidate.endswith(".keras"):
             return candidate
-    return path
+    return None
 
 
 def export_model(
