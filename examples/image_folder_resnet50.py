@@ -10,7 +10,9 @@ float32 and int8, and each file's accuracy is printed next to the Keras model's.
 
 Without `--data`, it draws its own folder of shapes (circles, squares, triangles in random
 colours, plus one truncated PNG to show the skip report). Without ImageNet weights (offline
-and not cached), it says so and trains ResNet50 from scratch in one stage.
+and not cached), it says so and trains ResNet50 from scratch in one stage. That shows the
+workflow, not transfer: from scratch on a few hundred images ResNet50 stays near chance
+(0.38 on the 3 shapes at 64 px, 10 epochs, measured). Transfer needs the pretrained weights.
 
 Run:  python examples/image_folder_resnet50.py [--data DIR] [--weights imagenet|none|PATH]
                                                 [--epochs 10] [--smoke]
