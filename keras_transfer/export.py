@@ -196,13 +196,21 @@ def export_saved_model(
             input_signature=[tf.TensorSpec((None,) + shape, tf.uint8, name=input_name)],
         )
         archive.write_out(staging, verbose=verbose)
-        with open(os.path.join(staging, "labels.txt"), "w") as handle:
-            handle.write("\n".join(names) + "\n")
+        write_labels(staging, names)
         os.rename(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return final
+
+
+def write_labels(directory, class_names):
+    """Writes `labels.txt` (one class name per line, in class-id order); returns its path."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "labels.txt")
+    with open(path, "w") as handle:
+        handle.write("\n".join(class_names) + "\n")
+    return path
 
 
 def read_labels(version_dir):

@@ -19,7 +19,9 @@ from keras_transfer import backbones
 from keras_transfer import builders
 from keras_transfer import evaluation as evaluation_lib
 from keras_transfer import export as export_lib
+from keras_transfer import hub
 from keras_transfer import image_folder
+from keras_transfer import images as images_lib
 from keras_transfer import tflite as tflite_lib
 from keras_transfer import training
 
@@ -79,29 +81,26 @@ def _parse_weights(weights):
 
 def _model_geometry(backbone, image_size):
     """(height, width, channels) the classifier will take."""
-    if isinstance(backbone, str) and not backbone.startswith("hub:"):
-        spec = backbones.get_backbone_spec(backbone)
-        size = image_size or spec.default_size
-        channels = spec.channels
+    if isinstance(backbone, keras.Model):
+        # A source model keeps its own input; resizing it is not possible.
+        shape = tuple(backbone.input.shape[1:])
+        if image_size is not None and images_lib.check_image_size(image_size) != shape[:2]:
+            raise ValueError(
+                f"The source model takes {shape[:2]} images. Received: image_size={image_size!r}"
+            )
+        return shape
+    if isinstance(backbone, str) and backbone.startswith("hub:"):
+        size, channels = image_size or hub.DEFAULT_INPUT_SHAPE[:2], hub.DEFAULT_INPUT_SHAPE[2]
     else:
-        size = image_size or 224
-        channels = 3
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    return size + (channels,)
+        spec = backbones.get_backbone_spec(backbone)
+        size, channels = image_size or spec.default_size, spec.channels
+    return images_lib.check_image_size(size) + (channels,)
 
 
 def _save_model_atomically(model, path):
     staging = path + ".tmp.keras"
     model.save(staging)
     os.replace(staging, path)
-    return path
-
-
-def _write_labels(directory, class_names):
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, "labels.txt")
-    with open(path, "w") as handle:
-        handle.write("\n".join(class_names) + "\n")
     return path
 
 
@@ -209,7 +208,7 @@ def train_from_folder(
     model = builders.build_classifier(
         backbone, len(class_names), weights=weights, input_shape=shape, dropout=dropout,
     )
-    _write_labels(run_dir, class_names)
+    export_lib.write_labels(run_dir, class_names)
     pretrained = not isinstance(backbone, str) or weights is not None or backbone.startswith("hub:")
     train_kwargs = dict(batch_size=batch_size, verbose=verbose, patience=patience)
     if pretrained:
@@ -405,7 +404,7 @@ def export_model(
     written = {}
     if kinds:
         directory = os.path.join(base_dir, "tflite", str(version))
-        _write_labels(directory, list(export_lib.read_labels(path)))
+        export_lib.write_labels(directory, export_lib.read_labels(path))
         for kind in kinds:
             file = os.path.join(directory, f"model_{kind}.tflite")
             tflite_lib.export_tflite(

@@ -140,3 +140,14 @@ def test_clear_errors(tmp_path, capsys):
         workflows.load_trained(str(tmp_path))
     with pytest.raises(SystemExit):
         cli.main(["train", "--data", "x", "--tflite", "int4"])
+
+
+def test_a_source_model_keeps_its_own_input(digits_dir, tmp_path):
+    source = keras_transfer.build_classifier("mnist_mlp", 5, weights=None)
+    result = workflows.train_from_folder(
+        digits_dir, backbone=source, output=str(tmp_path), head_epochs=1, epochs=1,
+        export=False, verbose=0, log=None)
+    assert tuple(result.model.input.shape[1:]) == (28, 28, 1)
+    with pytest.raises(ValueError, match="source model takes"):
+        workflows.train_from_folder(digits_dir, backbone=source, image_size=32,
+                                    output=str(tmp_path), log=None)
