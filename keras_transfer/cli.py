@@ -124,6 +124,10 @@ def _add_train(commands):
     train.add_argument("--tflite", type=_kinds, default=(), metavar="KINDS",
                        help="also export TFLite: float32, int8 or float32,int8 (default: none)")
     train.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    train.add_argument("--precision", default="float32",
+                       choices=("float32", "mixed_bfloat16", "mixed_float16", "onednn_bfloat16"),
+                       help="numeric precision: onednn_bfloat16 or mixed_bfloat16 on CPUs with AMX, "
+                            "mixed_float16/mixed_bfloat16 on GPUs (default: float32)")
 
 
 def _add_evaluate(commands):
@@ -214,6 +218,11 @@ def _run_workflow(args):
 
     log = lambda line: print(line, flush=True)  # noqa: E731
     if args.command == "train":
+        if args.precision != "float32":
+            from keras_transfer import performance
+
+            performance.set_precision(args.precision)
+            log(f"precision: {args.precision}")
         result = workflows.train_from_folder(
             args.data, backbone=args.backbone, weights=args.weights, name=args.name,
             output=args.output, image_size=args.image_size, validation_split=args.validation_split,

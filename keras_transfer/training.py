@@ -3,29 +3,17 @@
 import dataclasses
 import os
 import sys
+import time
 import warnings
 
 import keras
 import tensorflow as tf
 
 from keras_transfer import data as data_lib
+from keras_transfer import feature_cache as cache_lib
 from keras_transfer import freezing
+from keras_transfer import performance
 from keras_transfer.losses import SparseCategoricalCrossentropy
-
-
-def default_jit_compile():
-    """Whether XLA pays here: `True` with a GPU, `False` on CPU.
-
-    On 2-core AVX-512 CPUs `jit_compile=True` was measured to make training slower,
-    while it is the main lever on GPUs.
-
-    Example:
-
-    >>> import keras_transfer
-    >>> isinstance(keras_transfer.default_jit_compile(), bool)
-    True
-    """
-    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def default_verbose():
@@ -42,6 +30,7 @@ def compile_classifier(
     steps_per_execution=1,
     label_smoothing=0.0,
     metrics=("accuracy",),
+    batch_size=32,
 ):
     """Compiles a classifier for integer labels with the toolkit's defaults.
 
@@ -52,8 +41,11 @@ def compile_classifier(
         model: `keras.Model`.
         learning_rate: float. For the default Adam optimizer. Defaults to `1e-3`.
         optimizer: `keras.optimizers.Optimizer`. Replaces Adam if given.
-        jit_compile: bool or `"auto"` (`default_jit_compile()`). Defaults to `"auto"`.
-        steps_per_execution: int. Batches per compiled call. Defaults to `1`.
+        jit_compile: bool or `"auto"` (`default_jit_compile()`: XLA on GPU, not on
+            CPU). Defaults to `"auto"`.
+        steps_per_execution: int, or `"auto"` (`auto_steps_per_execution` for
+            `batch_size`). Batches per compiled call. Defaults to `1`.
+        batch_size: int. Only for `steps_per_execution="auto"`. Defaults to `32`.
         label_smoothing: float. Label smoothing of the cross-entropy (it helps few-shot
             fine-tuning). Defaults to `0.0`.
         metrics: sequence. Defaults to `("accuracy",)`.
@@ -71,11 +63,13 @@ def compile_classifier(
     """
     head = model.layers[-1]
     probabilities = getattr(head, "activation", None) is keras.activations.softmax
+    if steps_per_execution == "auto":
+        steps_per_execution = performance.auto_steps_per_execution(model, batch_size)
     model.compile(
         optimizer=optimizer or keras.optimizers.Adam(learning_rate),
         loss=SparseCategoricalCrossentropy(label_smoothing, from_logits=not probabilities),
         metrics=list(metrics),
-        jit_compile=default_jit_compile() if jit_compile == "auto" else bool(jit_compile),
+        jit_compile=performance.resolve_jit_compile(jit_compile),
         steps_per_execution=steps_per_execution,
     )
     return model
@@ -118,8 +112,12 @@ def training_callbacks(workdir=None, *, patience=None, monitor="val_loss"):
     return callbacks
 
 
-def as_dataset(data, model, *, batch_size=32, shuffle=False, seed=None, drop_remainder=False):
+def as_dataset(data, model, *, batch_size=32, shuffle=False, seed=None, drop_remainder=False, augment=None):
     """Turns `(x, y)` arrays into a pipeline checked against `model`; passes datasets on.
+
+    Arrays become `make_dataset(...)`: cached in memory, shuffled (if asked), batched
+    (`drop_remainder` only when there is at least one full batch), augmented (if asked)
+    and prefetched.
 
     Raises:
         ValueError: an empty set, labels outside the model's classes, or images whose
@@ -136,6 +134,7 @@ def as_dataset(data, model, *, batch_size=32, shuffle=False, seed=None, drop_rem
         data = data_lib.make_dataset(
             x, y, batch_size=batch_size, shuffle=shuffle, seed=seed,
             drop_remainder=drop_remainder and len(x) >= batch_size, num_classes=num_classes,
+            augment=augment,
         )
         image_shape = tuple(data.element_spec[0].shape[1:])
     else:
@@ -155,6 +154,11 @@ def as_dataset(data, model, *, batch_size=32, shuffle=False, seed=None, drop_rem
     return data
 
 
+def _steps_per_epoch(dataset):
+    steps = int(dataset.cardinality())
+    return steps if steps > 0 else None
+
+
 def train(
     model,
     train_data,
@@ -166,13 +170,30 @@ def train(
     workdir=None,
     patience=None,
     jit_compile="auto",
-    steps_per_execution=1,
+    steps_per_execution="auto",
+    augment=None,
+    feature_cache="auto",
+    seed=None,
     verbose="auto",
     callbacks=(),
     compile=True,
     initial_epoch=0,
 ):
-    """Compiles (unless `compile=False`) and fits a classifier with the default callbacks.
+    """Compiles (unless `compile=False`) and fits a classifier on the fastest exact path.
+
+    The defaults are the fast path, and none of them changes what is learned beyond
+    float round-off:
+
+    - arrays go through a `tf.data` pipeline (cached, shuffled each epoch, full batches
+      only, prefetched), not Keras's numpy adapter;
+    - `steps_per_execution="auto"` runs several steps per compiled call for small
+      models (`auto_steps_per_execution`);
+    - XLA only where it pays (`jit_compile="auto"`: GPU yes, CPU no), with fixed batch
+      shapes when compiling so nothing recompiles;
+    - with a frozen backbone and no augmentation, the **feature cache**: the backbone's
+      outputs are computed once and the head trains on them; the head's layers are the
+      model's own, so `model` ends up trained exactly as plain `fit` would train it.
+      Otherwise a line says why the cache is off.
 
     Args:
         model: `keras.Model` from `build_classifier` (or any classifier).
@@ -185,11 +206,19 @@ def train(
             `training_callbacks`.
         patience: int. Early stopping patience on `val_loss`. Defaults to `None`.
         jit_compile: bool or `"auto"`. Defaults to `"auto"` (XLA on GPU only).
-        steps_per_execution: int. Defaults to `1`.
+        steps_per_execution: int or `"auto"`. Defaults to `"auto"`.
+        augment: `None`, `True` (`default_augmentation()`) or a layer/callable applied
+            to each batch of array input. Defaults to `None`.
+        feature_cache: `"auto"` (arrays, frozen backbone, no augmentation), `True`
+            (also for a `tf.data.Dataset` that yields the same images every epoch) or
+            `False`. Defaults to `"auto"`.
+        seed: int. Shuffle (and augmentation) seed for array input.
         verbose: `"auto"`, 0, 1 or 2. `"auto"` shows progress bars on a terminal and
             one line per epoch otherwise.
-        callbacks: extra Keras callbacks.
-        compile: bool. Compile first. Defaults to `True`.
+        callbacks: extra Keras callbacks (with the feature cache they still see the
+            whole model).
+        compile: bool. Compile first. With `False` the model's own compile settings
+            are used. Defaults to `True`.
         initial_epoch: int. Epoch to start counting from. Defaults to `0`.
 
     Returns:
@@ -205,31 +234,108 @@ def train(
     >>> len(history.history["loss"])
     2
     """
-    jit = default_jit_compile() if jit_compile == "auto" else bool(jit_compile)
-    train_data = as_dataset(train_data, model, batch_size=batch_size, shuffle=True, drop_remainder=jit)
-    if validation_data is not None:
-        validation_data = as_dataset(validation_data, model, batch_size=batch_size)
-    if jit and train_data.element_spec[0].shape[0] is None:
+    jit = performance.resolve_jit_compile(jit_compile)
+    verbose = default_verbose() if verbose == "auto" else verbose
+    is_dataset = isinstance(train_data, tf.data.Dataset)
+    if augment is not None and is_dataset:
+        raise ValueError(
+            "augment applies to array input; augment a tf.data.Dataset in its own "
+            "pipeline (make_dataset(..., augment=...)). Received: augment with a Dataset"
+        )
+    plan = cache_lib.plan_feature_cache(
+        model, feature_cache=feature_cache, augment=bool(augment), dataset_input=is_dataset
+    )
+    if verbose and (plan.use or (feature_cache is not False and _has_frozen_weights(model))):
+        print(f"Feature cache {'on' if plan.use else 'off'}: {plan.reason}.")
+    if compile:
+        compile_classifier(model, learning_rate=learning_rate, jit_compile=jit, steps_per_execution=1)
+    elif getattr(model, "optimizer", None) is None:
+        raise ValueError(f"compile=False, but model {model.name!r} is not compiled.")
+    elif steps_per_execution == "auto" and model.steps_per_execution > 1:
+        steps_per_execution = model.steps_per_execution  # the caller's own choice
+    monitor = "val_loss" if validation_data is not None else "loss"
+    all_callbacks = training_callbacks(workdir, patience=patience, monitor=monitor) + list(callbacks)
+
+    if plan.use:
+        fit_model, train_ds, validation_ds = _cached(
+            plan.split, model, train_data, validation_data, batch_size, seed, jit, verbose
+        )
+        all_callbacks = [cache_lib.ForFullModel(c, model) for c in all_callbacks]
+    else:
+        fit_model = model
+        train_ds = as_dataset(
+            train_data, model, batch_size=batch_size, shuffle=True, seed=seed,
+            drop_remainder=True, augment=augment,
+        )
+        validation_ds = None
+        if validation_data is not None:
+            validation_ds = as_dataset(validation_data, model, batch_size=batch_size)
+    if jit and train_ds.element_spec[0].shape[0] is None:
         warnings.warn(
             "jit_compile=True with a variable batch size: the last partial batch "
             "recompiles. Build the dataset with drop_remainder=True.",
             stacklevel=2,
         )
-    if compile:
-        compile_classifier(
-            model, learning_rate=learning_rate, jit_compile=jit,
-            steps_per_execution=steps_per_execution,
-        )
-    monitor = "val_loss" if validation_data is not None else "loss"
-    return model.fit(
-        train_data,
-        validation_data=validation_data,
+    _set_steps_per_execution(fit_model, steps_per_execution, model, batch_size, _steps_per_epoch(train_ds))
+    return fit_model.fit(
+        train_ds,
+        validation_data=validation_ds,
         epochs=epochs,
         initial_epoch=initial_epoch,
         shuffle=False,  # the pipeline shuffles (as_dataset / make_dataset)
-        callbacks=training_callbacks(workdir, patience=patience, monitor=monitor) + list(callbacks),
-        verbose=default_verbose() if verbose == "auto" else verbose,
+        callbacks=all_callbacks,
+        verbose=verbose,
     )
+
+
+def _has_frozen_weights(model):
+    return any(layer.weights and not layer.trainable for layer in model.layers)
+
+
+def _set_steps_per_execution(fit_model, steps_per_execution, model, batch_size, steps_per_epoch):
+    if steps_per_execution == "auto":
+        steps_per_execution = performance.auto_steps_per_execution(fit_model, batch_size, steps_per_epoch)
+    elif isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, int) or steps_per_execution < 1:
+        raise ValueError(
+            "steps_per_execution must be a positive integer or 'auto'. "
+            f"Received: steps_per_execution={steps_per_execution!r}"
+        )
+    if fit_model.steps_per_execution != steps_per_execution:
+        # Keras reads it when it builds the train function: reset that function.
+        fit_model.steps_per_execution = steps_per_execution
+        fit_model.train_function = fit_model.test_function = fit_model.predict_function = None
+
+
+def _cached(split, model, train_data, validation_data, batch_size, seed, jit, verbose):
+    """The head model, compiled like `model`, and its cached feature pipelines."""
+    config = getattr(model, "_compile_config", None)
+    metrics = config.config.get("metrics") if config is not None else None
+    split.head.compile(
+        optimizer=model.optimizer, loss=model.loss, metrics=metrics,
+        jit_compile=jit, steps_per_execution=1,
+    )
+    start = time.time()
+    checked = as_dataset(train_data, model, batch_size=batch_size)
+    features, labels = cache_lib.compute_features(
+        split.features, train_data if isinstance(train_data, tf.data.Dataset) else checked,
+        count=None if isinstance(train_data, tf.data.Dataset) else len(train_data[0]),
+    )
+    train_ds = cache_lib.feature_dataset(
+        features, labels, batch_size=batch_size, shuffle=True, seed=seed,
+        drop_remainder=len(features) >= batch_size,
+    )
+    validation_ds = None
+    if validation_data is not None:
+        checked = as_dataset(validation_data, model, batch_size=batch_size)
+        val_features, val_labels = cache_lib.compute_features(split.features, checked)
+        validation_ds = cache_lib.feature_dataset(val_features, val_labels, batch_size=batch_size)
+    if verbose:
+        print(
+            f"Feature cache: {len(features):,} training images through {split.cut!r} once "
+            f"({time.time() - start:.1f}s); training the head on features of shape "
+            f"{tuple(features.shape[1:])}."
+        )
+    return split.head, train_ds, validation_ds
 
 
 @dataclasses.dataclass

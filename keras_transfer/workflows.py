@@ -210,7 +210,13 @@ def train_from_folder(
     )
     export_lib.write_labels(run_dir, class_names)
     pretrained = not isinstance(backbone, str) or weights is not None or backbone.startswith("hub:")
-    train_kwargs = dict(batch_size=batch_size, verbose=verbose, patience=patience)
+    # The folder pipeline yields the same decoded images every epoch unless it augments,
+    # so a frozen backbone's features can be computed once (stage 1).
+    train_kwargs = dict(batch_size=batch_size, verbose=verbose, patience=patience,
+                        feature_cache=not augment)
+    if pretrained and augment:
+        log("Feature cache off: augmentation is on, so every epoch sees new images "
+            "(--no-augment trains the head on features computed once).")
     if pretrained:
         log(f"Stage 1: the head for {head_epochs} epochs at {head_learning_rate:g}; stage 2: "
             f"the top {unfreeze_fraction:.0%} of the backbone for {epochs} epochs at "

@@ -80,6 +80,16 @@ def test_bad_arguments_are_refused():
     assert cli.build_parser().parse_args(["demo", "--budgets", "1,all"]).budgets == (1, "all")
 
 
+def test_precision_option(tmp_path, capsys):
+    args = cli.build_parser().parse_args(["train", "--data", str(tmp_path), "--precision", "onednn_bfloat16"])
+    assert args.precision == "onednn_bfloat16"
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["train", "--data", str(tmp_path), "--precision", "fp8"])
+    if not tf.config.list_physical_devices("GPU"):
+        assert cli.main(["train", "--data", str(tmp_path), "--precision", "mixed_float16"]) == 1
+        assert "mixed_float16 is only fast on GPUs" in capsys.readouterr().err
+
+
 def test_keras_guide_recipe_reports_beside_and_exports_nothing(tmp_path):
     result = run(["demo", "--smoke", "--recipe", "keras-guide", "--output", str(tmp_path)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

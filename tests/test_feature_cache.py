@@ -1,0 +1,125 @@
+"""The feature cache trains exactly the model plain training would train."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_transfer
+from keras_transfer import feature_cache
+
+
+@pytest.fixture(scope="module")
+def split_digits(mnist):
+    return (mnist.x[:600], mnist.y[:600]), (mnist.x[4500:], mnist.y[4500:])
+
+
+@pytest.fixture(scope="module")
+def source(split_digits):
+    """A CNN trained briefly on real digits: its backbone is the frozen source."""
+    keras.utils.set_random_seed(0)
+    model = keras_transfer.build_classifier("mnist_cnn", 10, weights=None)
+    keras_transfer.train(model, split_digits[0], epochs=1, verbose=0, seed=0)
+    return model
+
+
+def frozen_twins(source, count=2, dropout=0.0):
+    """`count` identical classifiers on the source's frozen backbone."""
+    models = []
+    for _ in range(count):
+        keras.utils.set_random_seed(1)
+        model = keras_transfer.build_classifier(source, 10, dropout=dropout)
+        models.append(model)
+    for model in models[1:]:
+        model.set_weights(models[0].get_weights())
+    return models
+
+
+def test_cached_training_equals_plain_training(source, split_digits, capsys):
+    train, test = split_digits
+    cached, plain = frozen_twins(source)
+    backbone_before = cached.get_layer("backbone").get_weights()
+    keras_transfer.train(cached, train, test, epochs=3, batch_size=32, seed=7, verbose=2,
+                         learning_rate=1e-2)
+    said = capsys.readouterr().out
+    # Dropout at rate 0 is deterministic, so the cut goes past it.
+    assert "Feature cache on" in said and "600 training images through 'output_dropout' once" in said
+    history = keras_transfer.train(plain, train, test, epochs=3, batch_size=32, seed=7,
+                                   verbose=0, feature_cache=False, learning_rate=1e-2)
+    # Same architecture, same object graph: the cache trained the model's own head.
+    assert [l.name for l in cached.layers] == [l.name for l in plain.layers]
+    head_cached = cached.get_layer("predictions").get_weights()[0]
+    head_plain = plain.get_layer("predictions").get_weights()[0]
+    assert not np.allclose(head_cached, frozen_twins(source, 1)[0].get_layer("predictions").get_weights()[0])
+    np.testing.assert_allclose(head_cached, head_plain, atol=2e-4)
+    np.testing.assert_allclose(cached.predict(test[0], verbose=0), plain.predict(test[0], verbose=0), atol=2e-4)
+    for before, after in zip(backbone_before, cached.get_layer("backbone").get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert history.history["val_accuracy"][-1] > 0.7  # chance is 0.1
+
+
+def test_head_shares_the_models_layers(source, split_digits, tmp_path):
+    model = frozen_twins(source, 1)[0]
+    split = keras_transfer.split_frozen_features(model)
+    assert split.cut == "output_dropout"
+    assert all(any(layer is m for m in model.layers) for layer in split.head.layers[1:])
+    x = split_digits[1][0][:16]
+    features = split.features.predict(x, verbose=0)
+    np.testing.assert_allclose(split.head.predict(features, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    keras_transfer.train(model, split_digits[0], epochs=1, verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    np.testing.assert_allclose(keras.saving.load_model(path).predict(x, verbose=0),
+                               model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_features_on_disk_equal_features_in_memory(source, split_digits, tmp_path):
+    split = keras_transfer.split_frozen_features(frozen_twins(source, 1)[0])
+    x, y = split_digits[0][0][:100], split_digits[0][1][:100]
+    in_memory, labels = keras_transfer.compute_features(split.features, (x, y))
+    on_disk, disk_labels = keras_transfer.compute_features(
+        split.features, (x, y), memory_limit=0, cache_dir=str(tmp_path))
+    assert isinstance(on_disk, np.memmap) and os.listdir(tmp_path)
+    np.testing.assert_allclose(on_disk, in_memory, atol=1e-6)
+    np.testing.assert_array_equal(labels, y)
+    np.testing.assert_array_equal(disk_labels, y)
+    batches = list(feature_cache.feature_dataset(on_disk, disk_labels, batch_size=32, shuffle=True, seed=0,
+                                                 drop_remainder=True))
+    assert [tuple(b[0].shape) for b in batches] == [(32, 128)] * 3
+    seen = np.concatenate([b[1].numpy() for b in batches])
+    assert len(set(seen.tolist())) > 1
+
+
+def test_cache_is_off_with_augmentation_or_a_trainable_backbone(source, split_digits, capsys):
+    model = frozen_twins(source, 1)[0]
+    keras_transfer.train(model, split_digits[0], epochs=1, verbose=2, augment=True)
+    assert "Feature cache off: augmentation is on" in capsys.readouterr().out
+    plan = keras_transfer.plan_feature_cache(model, dataset_input=True)
+    assert not plan.use and "tf.data.Dataset" in plan.reason
+    keras_transfer.unfreeze(model.get_layer("backbone"))
+    plan = keras_transfer.plan_feature_cache(model)
+    assert not plan.use and "trainable" in plan.reason
+    with_dropout = frozen_twins(source, 1, dropout=0.5)[0]
+    assert keras_transfer.plan_feature_cache(with_dropout).split.cut == "backbone"  # dropout is in the head
+    with pytest.raises(ValueError, match="feature_cache must be"):
+        keras_transfer.plan_feature_cache(model, feature_cache="yes")
+
+
+def test_checkpoints_and_resume_keep_the_whole_model(source, split_digits, tmp_path):
+    model = frozen_twins(source, 1)[0]
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        keras_transfer.train(model, *split_digits, epochs=4, verbose=0,
+                             workdir=str(tmp_path), callbacks=[Crash()])
+    best = keras.saving.load_model(str(tmp_path / "best.keras"))
+    assert best.input.shape == (None, 28, 28, 1) and best.get_layer("backbone") is not None
+    fresh = frozen_twins(source, 1)[0]
+    history = keras_transfer.train(fresh, *split_digits, epochs=4, verbose=0, workdir=str(tmp_path),
+                                   patience=1)
+    assert history.epoch[0] == 2  # resumed after the two finished epochs
