@@ -55,12 +55,16 @@ from keras_transfer.image_folder import image_folder_datasets
 from keras_transfer.image_folder import load_image_folder
 from keras_transfer.image_folder import scan_image_folder
 from keras_transfer.losses import SparseCategoricalCrossentropy
+from keras_transfer.inference import InferenceModel
+from keras_transfer.inference import fold_batch_norm
+from keras_transfer.inference import optimize_for_inference
 from keras_transfer.performance import auto_steps_per_execution
+from keras_transfer.performance import bf16_supported
 from keras_transfer.performance import default_jit_compile
-from keras_transfer.performance import estimate_flops
 from keras_transfer.performance import get_precision
 from keras_transfer.performance import has_amx
 from keras_transfer.performance import has_gpu
+from keras_transfer.performance import model_flops
 from keras_transfer.performance import set_precision
 from keras_transfer.preprocessing import BackbonePreprocessing
 from keras_transfer.tflite import TFLiteClassifier

@@ -6,12 +6,19 @@ slower on CPU and is the main lever on GPUs; running several steps per compiled 
 bf16 pays on CPUs with AMX and on recent GPUs.
 """
 
-import math
+import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "onednn_bfloat16")
+
+# Layers whose output channels are the last axis of the kernel; a BatchNormalization
+# right after one of them folds into its kernel and bias.
+_FOLDABLE = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense)
+_TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 
 # Rates used only to guess how long one training step takes (forward + backward is
 # about 3x the forward FLOPs). Deliberately conservative: a model that is faster than
@@ -33,9 +40,34 @@ def has_gpu():
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+def _cpu_flags():
+    """The CPU feature flags of /proc/cpuinfo (`flags` on x86, `Features` on ARM)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _onednn_enabled():
+    """Whether TensorFlow runs its CPU kernels through oneDNN (the bfloat16 kernels)."""
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower() in ("0", "false"):
+        return False
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # pragma: no cover - a TensorFlow without the helper
+        return True
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def has_amx():
-    """Whether this CPU has AMX bf16 tiles (Intel Sapphire Rapids and later), where bf16
-    matrix products run about 4x faster than float32.
+    """Whether the CPU has Intel AMX tiles for bfloat16 (`amx_bf16`, Sapphire Rapids+).
+
+    AMX multiplies bfloat16 matrices about 4x faster than AVX-512 multiplies float32
+    ones; `optimize_for_inference(..., precision="bfloat16")` uses it through oneDNN.
 
     Example:
 
@@ -43,14 +75,106 @@ def has_amx():
     >>> isinstance(keras_transfer.has_amx(), bool)
     True
     """
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return "amx_bf16" in line.split()
-    except OSError:
-        pass
-    return False
+    flags = _cpu_flags()
+    return "amx_bf16" in flags and "amx_tile" in flags
+
+
+def bf16_supported():
+    """Whether bfloat16 inference is natively fast here.
+
+    True when TensorFlow runs on oneDNN and the CPU computes in bfloat16 in hardware:
+    x86 with AMX (`amx_bf16`) or AVX-512 BF16 (`avx512_bf16`), or ARM with `bf16`.
+    Elsewhere bfloat16 is emulated and slower than float32, and
+    `optimize_for_inference(..., precision="bfloat16")` refuses it.
+
+    Example:
+
+    >>> import keras_transfer
+    >>> isinstance(keras_transfer.bf16_supported(), bool)
+    True
+    """
+    flags = _cpu_flags()
+    native = bool(flags & {"amx_bf16", "avx512_bf16", "bf16"})
+    return native and _onednn_enabled()
+
+
+def _bf16_unsupported_reason():
+    if not bf16_supported():
+        if not _onednn_enabled():
+            return ("TensorFlow's oneDNN kernels are off (TF_ENABLE_ONEDNN_OPTS=0 or a build "
+                    "without oneDNN), and they are the ones that compute in bfloat16")
+        return ("this CPU has no native bfloat16 instructions (neither AMX `amx_bf16` nor "
+                "AVX-512 `avx512_bf16`), so bfloat16 would be emulated and slower than float32")
+    return None
+
+
+
+
+def _layer_flops(layer):
+    """2 x multiply-adds of one call of a conv / Dense layer (0 for other layers)."""
+    if not getattr(layer, "built", False) or not layer._inbound_nodes:
+        return 0
+    flops = 0
+    for node in layer._inbound_nodes:
+        outputs = keras.tree.flatten(node.output_tensors)
+        if not outputs:
+            continue
+        def positions(shape):  # output pixels (conv) or rows (Dense) per sample
+            inner = shape[2:] if getattr(layer, "data_format", None) == "channels_first" else shape[1:-1]
+            return int(np.prod([d for d in inner if d is not None])) if len(shape) > 2 else 1
+
+        spatial = positions(outputs[0].shape)
+        if isinstance(layer, _DEPTHWISE):
+            kernel = layer.kernel.shape  # (*k, in, multiplier)
+            macs = int(np.prod(kernel)) * spatial
+        elif isinstance(layer, keras.layers.SeparableConv1D) or isinstance(layer, keras.layers.SeparableConv2D):
+            macs = int(np.prod(layer.depthwise_kernel.shape)) * spatial
+            macs += int(np.prod(layer.pointwise_kernel.shape)) * spatial
+        elif isinstance(layer, _FOLDABLE + _TRANSPOSED):
+            # Dense on (batch, ..., features): every leading position is a matmul row.
+            if isinstance(layer, _TRANSPOSED):  # each input pixel meets the whole kernel
+                spatial = positions(keras.tree.flatten(node.input_tensors)[0].shape)
+            macs = int(np.prod(layer.kernel.shape)) * spatial
+        else:
+            return 0
+        flops += 2 * macs
+    return flops
+
+
+def model_flops(model):
+    """Floating-point operations of one forward pass of one sample.
+
+    Counts 2 per multiply-add of the convolution (including depthwise, separable and
+    transposed) and Dense layers, nested models included; biases, BatchNorm,
+    activations and pooling are not counted (they are a few % at most in a CNN).
+    ResNet50 at 224x224 counts 7.7e9 (3.86 GMAC; the usual "4.1 GMAC" also
+    counts the other layers).
+
+    Args:
+        model: a built Keras model (functional or Sequential: the layers' output shapes
+            must be known).
+
+    Returns:
+        int.
+
+    Example:
+
+    >>> import keras
+    >>> import keras_transfer
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)),
+    ...                           keras.layers.Conv2D(4, 3, padding="same"),
+    ...                           keras.layers.Flatten(), keras.layers.Dense(10)])
+    >>> keras_transfer.model_flops(model) == 2 * (3 * 3 * 3 * 4 * 8 * 8 + 256 * 10)
+    True
+    """
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += model_flops(layer) * max(1, len(layer._inbound_nodes))
+        else:
+            total += _layer_flops(layer)
+    return total
+
 
 
 def default_jit_compile():
@@ -77,68 +201,13 @@ def resolve_jit_compile(jit_compile):
     return jit_compile
 
 
-def estimate_flops(model):
-    """Forward FLOPs per example (2 x multiply-adds) of a model's Dense and conv layers.
-
-    Counts every layer with a `kernel` (Dense, ConvND, DepthwiseConv, and both kernels of
-    SeparableConv), nested models included, from the layer's output shape. Other layers
-    (normalisation, pooling, activations) are memory-bound and left out. ResNet50 at 224
-    counts 7.7 GFLOP (the usual "4 GMACs" figure counts only the convolutions).
-
-    Args:
-        model: a built `keras.Model` (Functional or Sequential).
-
-    Returns:
-        int.
-
-    Example:
-
-    >>> import keras, keras_transfer
-    >>> model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(128),
-    ...                           keras.layers.Dense(10)])
-    >>> keras_transfer.estimate_flops(model)
-    203264
-    """
-    total = 0
-    for layer in _leaf_layers(model):
-        kernels = [
-            getattr(layer, name) for name in ("kernel", "depthwise_kernel", "pointwise_kernel")
-            if getattr(layer, name, None) is not None
-        ]
-        if not kernels:
-            continue
-        try:
-            shape = layer.output.shape
-        except (AttributeError, ValueError):  # called more than once or never
-            continue
-        if getattr(layer, "data_format", "channels_last") == "channels_first":
-            positions = shape[2:]
-        else:
-            positions = shape[1:-1]
-        if any(p is None for p in positions):
-            continue
-        per_position = sum(math.prod(k.shape) for k in kernels)
-        if hasattr(layer, "pointwise_kernel"):
-            # The depthwise stage runs on the input positions, the pointwise on the output.
-            per_position = math.prod(layer.depthwise_kernel.shape) + math.prod(layer.pointwise_kernel.shape)
-        total += 2 * per_position * math.prod(positions)
-    return int(total)
-
-
-def _leaf_layers(layer):
-    children = getattr(layer, "layers", None)
-    if not children:
-        return [layer]
-    return [leaf for child in children for leaf in _leaf_layers(child)]
-
-
 def auto_steps_per_execution(model, batch_size, steps_per_epoch=None):
     """How many training steps to run per compiled call, from the model's size.
 
     Keras spends about a millisecond per call outside the compiled step (callbacks,
     iterator, Python). For a small model that is most of the step: the MNIST MLP trains
     at 56k samples/s with one step per call and 101k with 32. This picks enough steps
-    for one call to take about 0.1 s of compute (guessed from `estimate_flops`), at most
+    for one call to take about 0.1 s of compute (guessed from `model_flops`), at most
     64 and at most `steps_per_epoch`; large models get 1. Results do not change: the
     same steps run in the same order, only fewer times through Python (batch-level
     callbacks and progress bars then update once per call).
@@ -161,7 +230,7 @@ def auto_steps_per_execution(model, batch_size, steps_per_epoch=None):
     >>> keras_transfer.auto_steps_per_execution(big, batch_size=32)
     1
     """
-    flops = estimate_flops(model)
+    flops = model_flops(model)
     rate = _ASSUMED_FLOPS_PER_SECOND["gpu" if has_gpu() else "cpu"]
     step_seconds = max(3 * flops * batch_size / rate, 1e-6)
     steps = int(_TARGET_SECONDS_PER_EXECUTION // step_seconds)
@@ -206,7 +275,7 @@ def set_precision(precision="float32"):
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}. Received: precision={precision!r}")
-    if precision == "onednn_bfloat16" and (has_gpu() or not _cpu_has_bf16()):
+    if precision == "onednn_bfloat16" and (has_gpu() or not bf16_supported()):
         raise ValueError(
             "onednn_bfloat16 needs a CPU with AMX or AVX512-BF16 and no GPU; use "
             "'mixed_bfloat16' (GPU) or 'float32'. Received: precision='onednn_bfloat16'"
@@ -229,13 +298,3 @@ def get_precision():
     if tf.config.optimizer.get_experimental_options().get("auto_mixed_precision_onednn_bfloat16"):
         return "onednn_bfloat16"
     return keras.mixed_precision.global_policy().name
-
-
-def _cpu_has_bf16():
-    if has_amx():
-        return True
-    try:
-        with open("/proc/cpuinfo") as handle:
-            return any(line.startswith("flags") and "avx512_bf16" in line.split() for line in handle)
-    except OSError:
-        return False

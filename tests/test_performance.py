@@ -58,7 +58,7 @@ def test_auto_steps_per_execution_follows_model_size():
     assert keras_transfer.auto_steps_per_execution(mlp, 128, steps_per_epoch=7) == 7
     assert keras_transfer.auto_steps_per_execution(cnn, 128) < keras_transfer.auto_steps_per_execution(cnn, 8)
     conv = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(8, 3)])
-    assert keras_transfer.estimate_flops(conv) == 2 * 3 * 3 * 1 * 8 * 26 * 26
+    assert keras_transfer.model_flops(conv) == 2 * 3 * 3 * 1 * 8 * 26 * 26
     with pytest.raises(ValueError, match="steps_per_execution must be"):
         keras_transfer.train(mlp, (np.zeros((4, 28, 28, 1)), np.zeros(4)), epochs=1, verbose=0,
                              steps_per_execution=0)
@@ -80,7 +80,7 @@ def test_precision_errors_and_round_trip():
     assert keras_transfer.get_precision() == "float32"
 
 
-@pytest.mark.skipif(not performance._cpu_has_bf16() or performance.has_gpu(), reason="no bf16 CPU")
+@pytest.mark.skipif(not performance.bf16_supported() or performance.has_gpu(), reason="no bf16 CPU")
 def test_onednn_bf16_training_reaches_float32_accuracy(digits):
     train, test = digits
     fp32, bf16 = mlp_twins()
