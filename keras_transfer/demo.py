@@ -9,7 +9,11 @@ held-out target data, averaged over seeds: training from scratch, feature extrac
 
 Few-shot runs are many tiny trainings, where Keras's per-`fit` set-up would dominate: each
 (target, method) gets one compiled model that every run resets (weights from a per-seed
-snapshot, optimizer state zeroed) instead of rebuilding and retracing it.
+snapshot, optimizer state zeroed) instead of rebuilding and retracing it. A run is a
+finite stream of exactly its steps, executed `steps_per_execution` (100) at a time, so a
+few-shot run is 4 calls into the compiled loop; target runs skip the accuracy metric
+(only the source's learning curves need it) and score the test set with one traced call.
+`results.json` records where the time went (`timings`: data, train_eval, plots, export).
 """
 
 import dataclasses
@@ -54,7 +58,9 @@ class Recipe:
     translation: float = 0.1
     rotation: float = 0.05
     zoom: float = 0.1
-    steps_per_execution: int = 10
+    # Batches per compiled call (an execution setting, not part of the recipe: runs take
+    # exactly their steps whatever it is).
+    steps_per_execution: int = 100
     augment: bool = True
     cosine: bool = True
 
@@ -133,7 +139,7 @@ class RunLengthCosine(keras.optimizers.schedules.LearningRateSchedule):
 class Runner:
     """One compiled classifier reused by many short runs."""
 
-    def __init__(self, model, recipe):
+    def __init__(self, model, recipe, metrics=()):
         self.model = model
         self.recipe = recipe
         self.schedule = RunLengthCosine(recipe.learning_rate, decay=recipe.cosine)
@@ -142,26 +148,32 @@ class Runner:
             optimizer=keras.optimizers.Adam(self.schedule),
             steps_per_execution=recipe.steps_per_execution,
             label_smoothing=recipe.label_smoothing,
+            metrics=metrics,
         )
+        # Inference on a whole test set in one traced call: no data adapter per run.
+        self._predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
     def fit(self, dataset, steps, learning_rate, validation=None):
-        """Trains the model's current weights from a fresh optimizer state."""
+        """Trains the model's current weights from a fresh optimizer state for exactly
+        `steps` steps of the (repeated) `dataset` (in 5 epochs, each validated, when
+        `validation` is given)."""
         for variable in self.model.optimizer.variables:
             if "learning_rate" not in variable.path:
                 variable.assign(tf.zeros_like(variable))
-        spe = self.recipe.steps_per_execution
-        steps = int(math.ceil(steps / spe) * spe)
+        epochs = 5 if validation is not None and steps >= 5 else 1
+        per_epoch = steps // epochs
         self.schedule.peak.assign(learning_rate)
-        self.schedule.total.assign(float(steps))
-        epochs = 5 if validation is not None and steps >= 5 * spe else 1
+        self.schedule.total.assign(float(per_epoch * epochs))
+        # A finite stream of exactly the run's batches: each compiled call runs
+        # `steps_per_execution` of them, the last one what is left.
         return self.model.fit(
-            dataset, epochs=epochs, steps_per_epoch=steps // epochs,
-            validation_data=validation, shuffle=False, verbose=0,
+            dataset.take(per_epoch), epochs=epochs, validation_data=validation,
+            shuffle=False, verbose=0,
         )
 
     def accuracy(self, x, y):
         # One batch: a fixed test set then has one shape, so nothing retraces.
-        predicted = self.model.predict(x, batch_size=len(x), verbose=0).argmax(-1)
+        predicted = np.argmax(self._predict(tf.constant(x, tf.float32)).numpy(), axis=-1)
         return float(np.mean(predicted == y))
 
 
@@ -185,7 +197,7 @@ def train_source(backbone, source, recipe, seed=0, log=print):
     (x, y), test = source
     keras.utils.set_random_seed(seed)
     model = builders.build_classifier(backbone, 5, weights=None)
-    runner = Runner(model, recipe)
+    runner = Runner(model, recipe, metrics=("accuracy",))  # for the learning curves
     start = time.time()
     steps = recipe.source_epochs * len(x) // recipe.batch_size
     history = runner.fit(_pipeline(x, y, recipe, seed), steps, recipe.source_learning_rate, validation=test)
@@ -325,6 +337,9 @@ def run_demo(
     report_dir = os.path.join(output_dir, report_name)
     os.makedirs(report_dir, exist_ok=True)
     source_task, targets, mnist_source = load_tasks(verbose=True)
+    # Where the time goes (in results.json): data, train_eval (source and target runs
+    # with their test accuracies), plots (figures and the confusion evaluations), export.
+    timings = {"data": time.time() - start, "plots": 0.0, "export": 0.0}
     log(
         f"Runs: {len(sources)} source(s) x {len(targets)} targets x {len(budgets)} budgets x "
         f"{len(seeds)} seed(s) x {len(METHODS)} methods"
@@ -333,13 +348,16 @@ def run_demo(
     # The model exported for each target is fixed in advance (not picked on test accuracy):
     # fine-tuned from the first source, at the largest budget, first seed.
     chosen, plots, rows = {}, [], []
+    train_start = time.time()
     for source in sources:
         backbone = backbones_by_source[source]
         source_model, source_accuracy, history = train_source(backbone, source_task, recipe, log=log)
+        plot_start = time.time()
         plots.append(evaluation.plot_history(
             history, os.path.join(report_dir, f"source_{source}_curves.png"),
             title=f"{source} source on MNIST 0-4",
         ))
+        timings["plots"] += time.time() - plot_start
         for target in targets:
 
             def keep(method, budget, accuracy, model, target=target, source=source):
@@ -350,10 +368,14 @@ def run_demo(
             results = run_target(source_model, backbone, target, recipe, budgets, seeds, log, keep)
             rows.append((target.title, source, results))
 
+    timings["train_eval"] = time.time() - train_start - timings["plots"]
+    plot_start = time.time()
     table = format_table(rows, budgets)
     plots.append(plot_budgets(rows, budgets, os.path.join(report_dir, "accuracy_vs_labels.png")))
+    timings["plots"] += time.time() - plot_start
     exports, tflite_accuracy = {}, {}
     for target in targets:
+        plot_start = time.time()
         accuracy, weights, model, method, budget, source = chosen[target.name]
         model.set_weights(weights)
         result = evaluation.evaluate_classifier(model, target.test, target.class_names)
@@ -361,8 +383,10 @@ def run_demo(
             result, os.path.join(report_dir, f"{target.name}_confusion.png"),
             title=f"{target.title}: {method}, {_budget_label(budget)}, {source} (acc {result.accuracy:.3f})",
         ))
+        timings["plots"] += time.time() - plot_start
         if not export_models:
             continue
+        export_start = time.time()
         # TFLite int8 is calibrated on target training images drawn from a tf.data pipeline.
         calibration = data.make_dataset(target.pool[0], batch_size=32, shuffle=True, seed=0)
         exported = workflows.export_model(
@@ -370,6 +394,7 @@ def run_demo(
             tflite=("float32", "int8"), calibration_data=calibration, eval_data=target.test,
             log=lambda line: None,
         )
+        timings["export"] += time.time() - export_start
         exports[target.name] = exported.saved_model
         tflite_accuracy[target.name] = exported.accuracy
         log(f"exported {target.title} ({method}, {_budget_label(budget)}, {source} source, "
@@ -382,6 +407,7 @@ def run_demo(
         "recipe": dataclasses.asdict(recipe),
         "seeds": list(seeds),
         "seconds": round(time.time() - start, 1),
+        "timings": {key: round(value, 2) for key, value in timings.items()},
         "results": {
             f"{title} / {source}": {
                 f"{method} / {budget}": float(np.mean(values))

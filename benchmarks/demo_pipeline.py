@@ -1,0 +1,154 @@
+"""The full `keras-transfer demo` pipeline against the same pipeline in plain PyTorch,
+and the demo's peak memory.
+
+    python benchmarks/demo_pipeline.py [--smoke] [--json PATH]
+
+Both pipelines run once each, back to back, each in its own fresh process (so imports,
+thread pools and peak memory are their own): first `python -m keras_transfer.cli demo
+--output <tmp>` (exactly what `keras-transfer demo` runs), then
+`benchmarks/torch_demo.py` (the same data splits and few-shot samples, architectures,
+recipe, runs, table, plots; see its docstring). `--smoke` runs both in the demo's smoke
+mode (`keras-transfer demo --smoke`: 1 source, 1 seed, k=1 and 5, 20 steps).
+
+Figure 1, "demo pipeline vs plain PyTorch", is PyTorch seconds / toolkit seconds for
+the part both sides do alike: **training and evaluation** (the source model, every
+scratch / frozen / fine-tune run and its test accuracy, from the first model built to
+the last accuracy), as each pipeline times it itself (`results.json` "timings" of the
+demo and of `torch_demo.py`). Everything else is reported beside it, not hidden: each
+process's wall time end to end (start-up, imports, data loading, training, plots,
+export), the data, plots and export phases, and the end-to-end ratio. The export phases
+are not equivalent: the toolkit writes a SavedModel with a serving signature and labels,
+converts TFLite float32 and int8 (calibrated) and evaluates each file; the PyTorch side
+only saves a `state_dict` and a traced TorchScript file and checks its accuracy. That is
+why they are left out of the ratio.
+
+Figure 2 is the peak resident memory of that same `keras-transfer demo` process
+(`os.wait4`'s `ru_maxrss`), so the demo runs once for both figures.
+
+The machine may be shared: the two processes run back to back and are exposed alike to
+other load, but one run of each is one sample. Without PyTorch, figure 1 is skipped and
+the demo still runs for figure 2.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import common  # noqa: E402
+
+SPEED = "demo pipeline: plain PyTorch / keras-transfer demo (training + evaluation)"
+MEMORY = "peak RSS of keras-transfer demo"
+MEMORY_GOAL_GB = 2.0
+SPEED_GOAL = 1.2
+
+
+def _run(command, label, log_path):
+    """Runs `command`, streaming its output (prefixed) and keeping it in `log_path`;
+    returns (wall seconds, peak RSS in bytes, return code)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, cwd=common.ROOT, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        )
+        for line in process.stdout:
+            log.write(line)
+            print(f"[{label}] {line}", end="", flush=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - start
+    return seconds, usage.ru_maxrss * 1024, process.returncode
+
+
+def _table(path):
+    with open(path) as handle:
+        return handle.read().rstrip()
+
+
+def _largest_gap(keras_results, torch_results):
+    gaps = []
+    for row, cells in keras_results.items():
+        for cell, value in cells.items():
+            other = torch_results.get(row, {}).get(cell)
+            if other is not None:
+                gaps.append((abs(value - other), f"{row} {cell}"))
+    return max(gaps) if gaps else (float("nan"), "-")
+
+
+def run(smoke):
+    torch = common.import_torch()
+    figures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        keras_dir = os.path.join(tmp, "keras")
+        command = [sys.executable, "-m", "keras_transfer.cli", "demo", "--output", keras_dir]
+        if smoke:
+            command.append("--smoke")
+        keras_wall, keras_rss, code = _run(command, "keras-transfer", os.path.join(tmp, "keras.log"))
+        if code != 0:
+            raise RuntimeError(f"keras-transfer demo failed with exit code {code}")
+        with open(os.path.join(keras_dir, "demo", "results.json")) as handle:
+            keras_summary = json.load(handle)
+        keras_timings = keras_summary.get("timings", {})
+        gb = keras_rss / 1e9
+        figures.append(common.Figure(
+            MEMORY, gb, MEMORY_GOAL_GB, unit=" GB", comparison="<=",
+            detail=f"ru_maxrss of the `keras-transfer demo{' --smoke' if smoke else ''}` process "
+                   f"({keras_rss / 2**30:.2f} GiB), the run timed in the figure above",
+        ))
+
+        if torch is None:
+            figures.insert(0, common.skipped(SPEED, SPEED_GOAL, common.TORCH_MISSING))
+            return figures
+        torch_dir = os.path.join(tmp, "torch")
+        torch_json = os.path.join(tmp, "torch.json")
+        command = [sys.executable, os.path.join(HERE, "torch_demo.py"), "--output", torch_dir,
+                   "--json", torch_json, "--threads", "auto"]
+        if smoke:
+            command.append("--smoke")
+        torch_wall, torch_rss, code = _run(command, "pytorch", os.path.join(tmp, "torch.log"))
+        if code != 0:
+            raise RuntimeError(f"torch_demo.py failed with exit code {code}")
+        with open(torch_json) as handle:
+            torch_summary = json.load(handle)
+        torch_timings = torch_summary["timings"]
+
+        print("\nkeras-transfer demo:\n" + _table(os.path.join(keras_dir, "demo", "results.txt")))
+        print("\nplain PyTorch:\n" + _table(os.path.join(torch_dir, "demo", "results.txt"))
+              if os.path.exists(os.path.join(torch_dir, "demo", "results.txt")) else "")
+        gap, where = _largest_gap(keras_summary["results"], torch_summary["results"])
+        keras_train = keras_timings.get("train_eval")
+        if keras_train is None:
+            raise RuntimeError("The demo's results.json has no timings.train_eval")
+        torch_train = torch_timings["train_eval"]
+
+        def phases(timings):
+            return ", ".join(f"{k} {timings[k]:.1f}s" for k in ("data", "train_eval", "plots", "export")
+                             if k in timings)
+
+        figures.insert(0, common.Figure(
+            SPEED, torch_train / keras_train, SPEED_GOAL,
+            detail=(
+                f"training + evaluation: PyTorch {torch_train:.1f}s vs keras-transfer "
+                f"{keras_train:.1f}s{' (smoke run)' if smoke else ''}. End to end (process wall, "
+                f"incl. start-up, imports, data, plots, export): PyTorch {torch_wall:.1f}s vs "
+                f"keras-transfer {keras_wall:.1f}s = {torch_wall / keras_wall:.2f}x. Phases: "
+                f"keras-transfer {phases(keras_timings)} (export = SavedModel + TFLite float32 "
+                f"and int8, each evaluated); PyTorch {phases(torch_timings)} (export = state_dict "
+                f"+ TorchScript only). PyTorch {torch.__version__}, float32, "
+                f"{torch_summary.get('threads')} thread(s) (the faster of 2 and 1 at start), "
+                f"peak RSS {torch_rss / 1e9:.2f} GB. Largest accuracy gap between the two tables: "
+                f"{gap:.3f} ({where})."
+            ),
+        ))
+    return figures
+
+
+if __name__ == "__main__":
+    common.main(run)
