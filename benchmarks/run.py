@@ -1,6 +1,6 @@
 """Runs every benchmark and prints each figure, its ratio and goal, then `N/M goals met`.
 
-    python benchmarks/run.py            # the full suite (about half an hour on 2 cores)
+    python benchmarks/run.py            # the full suite (about 20 minutes on 2 cores)
     python benchmarks/run.py --smoke    # seconds per script: checks that they run
     python benchmarks/run.py --only mlp cnn
 

@@ -330,26 +330,13 @@ def run_pipeline(output_dir, *, sources=("cnn", "mlp"), budgets=(1, 5, 10, "all"
     timings["export"] = time.perf_counter() - export_start
     timings["total"] = time.perf_counter() - start
 
-    summary = {
+    summary = demo.write_results(report_dir, rows, table, log, {
         "mnist": mnist_source,
         "recipe": dataclasses.asdict(recipe),
         "seeds": list(seeds),
         "timings": {k: round(v, 2) for k, v in timings.items()},
-        "results": {
-            f"{title} / {source}": {
-                f"{method} / {budget}": float(np.mean(values))
-                for (method, budget), values in results.items()
-            }
-            for title, source, results in rows
-        },
         "exports": exports,
-    }
-    with open(os.path.join(report_dir, "results.json"), "w") as handle:
-        json.dump(summary, handle, indent=2)
-    with open(os.path.join(report_dir, "results.txt"), "w") as handle:
-        handle.write(table + "\n")
-    log("\nTest accuracy (mean ±half-range over seeds " + ", ".join(map(str, seeds)) + "):")
-    log(table)
+    })
     log("\nPhases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     return {"table": table, "results": summary["results"], "timings": timings, "exports": exports}
 

@@ -288,6 +288,26 @@ def plot_budgets(rows, budgets, path):
     return evaluation._save(fig, path)
 
 
+def write_results(report_dir, rows, table, log, summary):
+    """Adds the mean accuracies of `rows` to `summary`; writes `results.json` and
+    `results.txt` in `report_dir` and logs the table. Returns the summary."""
+    seeds = summary.get("seeds", [])
+    summary = dict(summary, results={
+        f"{title} / {source}": {
+            f"{method} / {budget}": float(np.mean(values))
+            for (method, budget), values in results.items()
+        }
+        for title, source, results in rows
+    })
+    with open(os.path.join(report_dir, "results.json"), "w") as handle:
+        json.dump(summary, handle, indent=2)
+    with open(os.path.join(report_dir, "results.txt"), "w") as handle:
+        handle.write(table + "\n")
+    log("\nTest accuracy (mean ±half-range over seeds " + ", ".join(map(str, seeds)) + "):")
+    log(table)
+    return summary
+
+
 def run_demo(
     output_dir="saved_models",
     *,
@@ -402,27 +422,14 @@ def run_demo(
             f"{os.path.dirname(exported.tflite['int8'])}; test accuracy: "
             + ", ".join(f"{kind} {value:.4f}" for kind, value in exported.accuracy.items()))
 
-    summary = {
+    summary = write_results(report_dir, rows, table, log, {
         "mnist": mnist_source,
         "recipe": dataclasses.asdict(recipe),
         "seeds": list(seeds),
         "seconds": round(time.time() - start, 1),
         "timings": {key: round(value, 2) for key, value in timings.items()},
-        "results": {
-            f"{title} / {source}": {
-                f"{method} / {budget}": float(np.mean(values))
-                for (method, budget), values in results.items()
-            }
-            for title, source, results in rows
-        },
         "exports": exports,
         "export_accuracy": tflite_accuracy,
-    }
-    with open(os.path.join(report_dir, "results.json"), "w") as handle:
-        json.dump(summary, handle, indent=2)
-    with open(os.path.join(report_dir, "results.txt"), "w") as handle:
-        handle.write(table + "\n")
-    log("\nTest accuracy (mean ±half-range over seeds " + ", ".join(map(str, seeds)) + "):")
-    log(table)
+    })
     log(f"\nMNIST copy: {mnist_source}; {summary['seconds']:.0f}s; plots and results in {report_dir}")
     return {"table": table, "results": summary["results"], "exports": exports, "plots": plots}
