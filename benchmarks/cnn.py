@@ -36,29 +36,22 @@ EPOCHS = 2  # timed epochs per round (5,000 digits each), after one warm-up epoc
 REPEATS = 2
 
 
-def has_bf16():
-    flags = common.cpu_flags()
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def toolkit_round(model, x, y, epochs, bf16=False):
-    import tensorflow as tf
+    import keras_transfer
 
     def fit(callbacks):
-        import keras_transfer
-
         return keras_transfer.train(
             model, (x, y), epochs=1 + epochs, batch_size=BATCH_SIZE, verbose=0, callbacks=callbacks
         )
 
     if not bf16:
         return keras_round(fit)
-    # A global grappler option, read when a function is optimized (train() traces anew).
-    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
+    # Read when a function is optimized: train() traces anew, so it applies to this fit.
+    previous = keras_transfer.set_precision("onednn_bfloat16")
     try:
         return keras_round(fit)
     finally:
-        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": False})
+        keras_transfer.set_precision(previous)
 
 
 def run(smoke=False):
@@ -110,7 +103,7 @@ def run(smoke=False):
     )
 
     # bfloat16: a separate detail line, PyTorch at the thread count that won in float32.
-    if has_bf16():
+    if keras_transfer.bf16_supported():
         bf16_model = new_model()
         bf16_loop = new_loop(bf16=True)
         bf16_best = alternate_rounds(

@@ -71,16 +71,6 @@ def import_torch():
 TORCH_MISSING = 'PyTorch is not installed: pip install -e ".[benchmarks]"'
 
 
-def best_of(fn, repeats=3):
-    """The fastest of `repeats` timed calls of `fn()` in seconds (after `fn` warmed up)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def alternate(contenders, repeats=3):
     """Times each callable in `contenders` (a dict) `repeats` times, alternating
     between them, and returns the best seconds of each: side by side in one run."""
@@ -104,26 +94,17 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
-def cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def machine():
     """The machine and the versions a result depends on."""
     import keras
     import tensorflow as tf
 
+    from keras_transfer import performance
+
     info = {
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
-        "amx": "amx_bf16" in cpu_flags(),
+        "amx": performance.has_amx(),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,

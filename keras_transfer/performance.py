@@ -180,8 +180,8 @@ def model_flops(model):
 def default_jit_compile():
     """Whether XLA pays here: `True` with a GPU, `False` on CPU.
 
-    On 2-core AVX-512 CPUs `jit_compile=True` made training slower (MNIST MLP 25k vs
-    56k samples/s, small CNN 1.4k vs 7.0k), while it is the main lever on GPUs.
+    On 2-core AVX-512 CPUs `jit_compile=True` made training slower (MNIST MLP 20.5k vs
+    76k samples/s, `python benchmarks/mlp.py`), while it is the main lever on GPUs.
 
     Example:
 
@@ -205,8 +205,8 @@ def auto_steps_per_execution(model, batch_size, steps_per_epoch=None):
     """How many training steps to run per compiled call, from the model's size.
 
     Keras spends about a millisecond per call outside the compiled step (callbacks,
-    iterator, Python). For a small model that is most of the step: the MNIST MLP trains
-    at 56k samples/s with one step per call and 101k with 32. This picks enough steps
+    iterator, Python). For a small model (the MNIST MLP's step is about a millisecond
+    of compute) that doubles the time per step. This picks enough steps
     for one call to take about 0.1 s of compute (guessed from `model_flops`), at most
     64 and at most `steps_per_epoch`; large models get 1. Results do not change: the
     same steps run in the same order, only fewer times through Python (batch-level
