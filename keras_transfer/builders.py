@@ -93,7 +93,22 @@ def build_classifier(
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
 
-    if isinstance(backbone, keras.Model):
+    if isinstance(backbone, keras.Model) and feature_layer is None and _is_classifier(backbone):
+        # A classifier this toolkit built: reuse its backbone and preprocessing rather
+        # than nesting the whole model inside a new "backbone" (layers stay reachable
+        # as model.get_layer("backbone").get_layer("fc1"), and freezing by name works).
+        feature_model = _copy_model(backbone.get_layer("backbone"), name="backbone")
+        source_shape = tuple(backbone.input.shape[1:])
+        if input_shape is not None and tuple(input_shape) != source_shape:
+            raise ValueError(
+                f"The source model takes inputs of shape {source_shape}. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        shape = source_shape
+        preprocess = _copy_preprocessing(backbone)
+        pretrained = True
+        default_name = f"{backbone.name}_transfer"
+    elif isinstance(backbone, keras.Model):
         feature_model = _feature_model(backbone, feature_layer)
         if input_shape is not None and tuple(input_shape) != tuple(feature_model.input.shape[1:]):
             raise ValueError(
@@ -146,6 +161,40 @@ def build_classifier(
         num_classes, activation=activation, dtype="float32", name="predictions"
     )(x)
     return keras.Model(inputs, outputs, name=name or default_name)
+
+
+def _is_classifier(model):
+    """Whether `model` has the layout `build_classifier` makes (and so can be unpacked)."""
+    names = [layer.name for layer in model.layers]
+    return (
+        "backbone" in names
+        and "predictions" in names
+        and isinstance(model.get_layer("backbone"), (keras.Model, hub.HubLayer))
+        and len(getattr(model, "inputs", None) or ()) == 1
+    )
+
+
+def _copy_model(model, name):
+    """A clone of a nested Functional backbone (or a `HubLayer`), with its weights."""
+    if isinstance(model, hub.HubLayer):
+        return _hub_backbone(model)
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    clone.name = name
+    return clone
+
+
+def _copy_preprocessing(model):
+    """A copy of the source classifier's `preprocessing` layer, or `None`."""
+    try:
+        layer = model.get_layer("preprocessing")
+    except ValueError:
+        return None
+    copy = layer.__class__.from_config(layer.get_config())
+    if layer.weights:
+        copy.build(layer.input.shape)
+        copy.set_weights(layer.get_weights())
+    return copy
 
 
 def _hub_backbone(backbone):

@@ -54,6 +54,17 @@ def leaf_layers(model):
     return leaves
 
 
+def containers(model):
+    """`model` and every model nested in it, outermost first."""
+    if not isinstance(model, keras.Model):
+        return []
+    found = [model]
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found.extend(containers(layer))
+    return found
+
+
 def _select(model, layers, pattern, fraction, from_top):
     leaves = leaf_layers(model)
     if layers is None and pattern is None and fraction is None:
@@ -62,13 +73,16 @@ def _select(model, layers, pattern, fraction, from_top):
     if layers is not None:
         items = layers if isinstance(layers, (list, tuple)) else [layers]
         names = {layer.name: layer for layer in leaves}
+        nested = {inner.name: inner for inner in containers(model)[1:]}
         for item in items:
-            if isinstance(item, int):
-                chosen.append(leaves[item])
+            if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+                chosen.append(leaves[int(item)])
             elif isinstance(item, slice):
                 chosen.extend(leaves[item])
             elif item in names:
                 chosen.append(names[item])
+            elif item in nested:
+                chosen.extend(leaf_layers(nested[item]))  # a nested model: all its layers
             else:
                 raise ValueError(
                     f"No layer named {item!r} in model {model.name!r}. "
@@ -92,6 +106,51 @@ def _select(model, layers, pattern, fraction, from_top):
     return chosen
 
 
+def _set_leaves(model, states):
+    """Sets each leaf layer's `trainable`, and each container's to match its leaves.
+
+    A container's flag is the one truth Keras, `count_parameters` and the feature cache
+    read: a frozen container hides every weight inside it, so a container is trainable
+    exactly when one of its layers is. Setting a container's flag resets all its layers
+    (and Keras ignores an assignment of the value a flag already has), so containers
+    are opened first, then the leaves set, then the all-frozen containers closed.
+    """
+    nested = containers(model)
+    for container in nested:
+        if not container.trainable:
+            container.trainable = True
+    for layer in leaf_layers(model):
+        if layer.trainable != states[id(layer)]:
+            layer.trainable = states[id(layer)]
+    for container in reversed(nested):  # innermost first
+        if not any(layer.trainable for layer in leaf_layers(container)):
+            container.trainable = False
+
+
+def sync_trainable(model):
+    """Makes every nested model's `trainable` flag agree with its layers'.
+
+    After `model.get_layer("backbone").get_layer("fc1").trainable = True` inside a
+    frozen backbone, Keras would still train nothing there (the frozen container hides
+    the layer's weights). `train` calls this first, so a model trains exactly the
+    layers whose own flag is set. Returns the `ParameterCount`.
+
+    Example:
+
+    >>> import keras_transfer
+    >>> from keras_transfer import freezing
+    >>> model = keras_transfer.build_classifier("mnist_cnn", 10, weights=None,
+    ...                                          freeze_backbone=True)
+    >>> model.get_layer("backbone").get_layer("fc1").trainable = True
+    >>> _ = freezing.sync_trainable(model)
+    >>> model.get_layer("backbone").trainable
+    True
+    """
+    if isinstance(model, keras.Model):
+        _set_leaves(model, {id(layer): layer.trainable for layer in leaf_layers(model)})
+    return count_parameters(model)
+
+
 def _apply(model, selected, trainable, freeze_batchnorm):
     states = {id(layer): layer.trainable for layer in leaf_layers(model)}
     for layer in selected:
@@ -101,11 +160,10 @@ def _apply(model, selected, trainable, freeze_batchnorm):
             and isinstance(layer, keras.layers.BatchNormalization)
         )
         states[id(layer)] = trainable and not keep_frozen
-    # A frozen container hides its layers' weights, so open every container, then set
-    # each layer: the model's trainable weights are exactly the selected layers'.
-    model.trainable = True
-    for layer in leaf_layers(model):
-        layer.trainable = states[id(layer)]
+    if isinstance(model, keras.Model):
+        _set_leaves(model, states)
+    else:  # a lone layer (a HubLayer backbone)
+        model.trainable = states[id(model)]
     return count_parameters(model)
 
 
@@ -116,7 +174,8 @@ def freeze(model, layers=None, *, pattern=None, fraction=None):
         model: `keras.Model` (nested models, the backbone, are searched too) or a
             lone layer such as a `HubLayer` backbone.
         layers: str, int, slice or a list of them. Layer names or indices in depth
-            order (`leaf_layers(model)`).
+            order (`leaf_layers(model)`); the name of a nested model (`"backbone"`)
+            selects all of its layers.
         pattern: str. Regular expression searched in layer names.
         fraction: float. Freeze the bottom `fraction` of the layers by depth.
 
@@ -133,6 +192,9 @@ def freeze(model, layers=None, *, pattern=None, fraction=None):
     False
     >>> counts.trainable < counts.total
     True
+    >>> _ = keras_transfer.freeze(model, "backbone")
+    >>> model.get_layer("backbone").trainable, model.get_layer("predictions").trainable
+    (False, True)
     """
     return _apply(model, _select(model, layers, pattern, fraction, False), False, False)
 
@@ -144,7 +206,8 @@ def unfreeze(model, layers=None, *, pattern=None, fraction=None, freeze_batchnor
         model: `keras.Model` (nested models, the backbone, are searched too) or a
             lone layer such as a `HubLayer` backbone.
         layers: str, int, slice or a list of them. Layer names or indices in depth
-            order (`leaf_layers(model)`).
+            order (`leaf_layers(model)`); the name of a nested model (`"backbone"`)
+            selects all of its layers.
         pattern: str. Regular expression searched in layer names.
         fraction: float. Unfreeze the top `fraction` of the layers by depth.
         freeze_batchnorm: bool. Leave `BatchNormalization` layers frozen (their

@@ -236,6 +236,8 @@ def train(
     """
     jit = performance.resolve_jit_compile(jit_compile)
     verbose = default_verbose() if verbose == "auto" else verbose
+    # One truth for what trains: a nested model is trainable when one of its layers is.
+    freezing.sync_trainable(model)
     is_dataset = isinstance(train_data, tf.data.Dataset)
     if augment is not None and is_dataset:
         raise ValueError(

@@ -95,6 +95,23 @@ def test_feature_layer_and_multi_generation_transfer():
     assert list(keras_transfer.weighted_layers(conv_features)) == ["conv1", "conv2", "fc1", "predictions"]
 
 
+def test_a_toolkit_classifier_as_source_is_not_nested_twice(mnist):
+    # Issue 9: backbone -> [images, preprocessing, backbone] made get_layer("fc1") fail.
+    source = keras_transfer.build_classifier("mnist_cnn", 5, weights=None)
+    keras_transfer.train(source, (mnist.x[:128], mnist.y[:128] % 5), epochs=1, verbose=0)
+    target = keras_transfer.build_classifier(source, 3)
+    assert [layer.name for layer in target.layers] == [
+        "images", "preprocessing", "backbone", "output_dropout", "predictions"]
+    backbone = target.get_layer("backbone")
+    assert backbone.get_layer("fc1").units == 128
+    assert backbone is not source.get_layer("backbone") and not backbone.trainable
+    x = mnist.x[:8].astype("float32")
+    expected = source.get_layer("backbone")(source.get_layer("preprocessing")(x))
+    np.testing.assert_allclose(backbone(target.get_layer("preprocessing")(x)), expected, atol=1e-6)
+    counts = keras_transfer.freeze(target, "backbone")
+    assert counts.trainable == 128 * 3 + 3
+
+
 def test_bad_arguments_get_clear_errors():
     with pytest.raises(ValueError, match="Received: pooling='mean'"):
         keras_transfer.build_classifier("mnist_cnn", 5, weights=None, pooling="mean")

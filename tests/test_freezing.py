@@ -68,3 +68,58 @@ def test_frozen_weights_do_not_change_in_fit(mnist):
             np.testing.assert_array_equal(a, b)
     for name in ("fc1", "predictions"):
         assert not np.allclose(frozen[name][0], after[name].get_weights()[0])
+
+
+def _changed(before, layer):
+    return sum(not np.array_equal(a, b) for a, b in zip(before, layer.get_weights()))
+
+
+@pytest.mark.parametrize(
+    "how", ["all", "fraction", "pattern", "layers", "backbone", "leaf flag"]
+)
+def test_unfreeze_then_train_trains_the_backbone(mnist, how):
+    # Issue 9: unfreeze left the nested backbone container frozen, so the feature
+    # cache cut there and train changed 0 of its 6 weights.
+    model = keras_transfer.build_classifier("mnist_cnn", 10, weights=None, freeze_backbone=True)
+    backbone = model.get_layer("backbone")
+    if how == "all":
+        keras_transfer.unfreeze(model)
+    elif how == "fraction":
+        keras_transfer.unfreeze(model, fraction=1.0)
+    elif how == "pattern":
+        keras_transfer.unfreeze(model, pattern="conv|fc")
+    elif how == "layers":
+        keras_transfer.unfreeze(model, ["conv1", "conv2", "fc1"])
+    elif how == "backbone":
+        keras_transfer.unfreeze(model, "backbone")
+    else:  # the user sets a layer's own flag; train must honour it
+        for name in ("conv1", "conv2", "fc1"):
+            backbone.get_layer(name).trainable = True
+    before = backbone.get_weights()
+    keras_transfer.train(model, (mnist.x[:256], mnist.y[:256]), epochs=1, verbose=0)
+    assert backbone.trainable
+    assert _changed(before, backbone) == 6
+    counts = keras_transfer.count_parameters(model)
+    assert counts.trainable == counts.total
+
+
+def test_freeze_and_unfreeze_by_nested_model_name():
+    model = keras_transfer.build_classifier("mnist_cnn", 5, weights=None)
+    counts = keras_transfer.freeze(model, "backbone")
+    assert not model.get_layer("backbone").trainable
+    assert counts.trainable == 128 * 5 + 5  # only the head
+    assert {w.path.split("/")[0] for w in model.trainable_weights} == {"predictions"}
+    keras_transfer.unfreeze(model, "backbone")
+    assert keras_transfer.count_parameters(model).trainable == keras_transfer.count_parameters(model).total
+
+
+def test_partly_frozen_backbone_trains_only_its_unfrozen_layers(mnist):
+    model = keras_transfer.build_classifier("mnist_cnn", 10, weights=None, freeze_backbone=True)
+    keras_transfer.unfreeze(model, "fc1")
+    backbone = model.get_layer("backbone")
+    conv = [backbone.get_layer(n).get_weights() for n in ("conv1", "conv2")]
+    fc1 = backbone.get_layer("fc1").get_weights()
+    keras_transfer.train(model, (mnist.x[:256], mnist.y[:256]), epochs=1, verbose=0)
+    assert _changed(conv[0], backbone.get_layer("conv1")) == 0
+    assert _changed(conv[1], backbone.get_layer("conv2")) == 0
+    assert _changed(fc1, backbone.get_layer("fc1")) == 2
