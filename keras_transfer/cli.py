@@ -113,12 +113,23 @@ def _add_train(commands):
     train.add_argument("--image-size", type=_image_size, help="N or HxW (default: the backbone's size)")
     train.add_argument("--validation-split", type=float, default=0.2, help="held out per class (default: 0.2)")
     train.add_argument("--batch-size", type=int, default=32, help="(default: 32)")
-    train.add_argument("--head-epochs", type=int, default=5, help="stage 1 epochs (default: 5)")
-    train.add_argument("--epochs", type=int, default=10, help="stage 2 epochs (default: 10)")
-    train.add_argument("--head-lr", type=float, default=1e-3, help="stage 1 learning rate (default: 1e-3)")
-    train.add_argument("--lr", type=float, default=1e-5, help="stage 2 learning rate (default: 1e-5)")
-    train.add_argument("--unfreeze-fraction", type=float, default=0.25,
-                       help="share of backbone layers unfrozen in stage 2, from the top (default: 0.25)")
+    train.add_argument("--recipe", choices=("auto", "small", "pretrained"), default="auto",
+                       help="training recipe: small (a source model trained here: every layer "
+                            "at 3e-3 in one stage), pretrained (an ImageNet backbone: the head at "
+                            "1e-3, then the top 25%% at 1e-5), auto (by the backbone; default). "
+                            "Both: cosine decay, label smoothing 0.1, at least 400 steps per stage")
+    train.add_argument("--head-epochs", type=int, help="stage 1 epochs, 0 to skip (default: the recipe's)")
+    train.add_argument("--epochs", type=int,
+                       help="stage 2 epochs, or all epochs with --weights none (default: the recipe's)")
+    train.add_argument("--head-lr", type=float,
+                       help="stage 1 peak learning rate (default: the recipe's)")
+    train.add_argument("--lr", type=float,
+                       help="stage 2 peak learning rate, or the rate with --weights none (default: the recipe's)")
+    train.add_argument("--unfreeze-fraction", type=float,
+                       help="share of backbone layers unfrozen in stage 2, from the top (default: the recipe's)")
+    train.add_argument("--min-steps", type=int,
+                       help="optimizer steps each stage runs at least: a small folder repeats "
+                            "(0: an epoch is one pass; default: the recipe's, 400)")
     train.add_argument("--patience", type=int, default=3, help="early stopping patience, 0 for none (default: 3)")
     train.add_argument("--no-augment", action="store_true", help="no flip/rotation/zoom/contrast augmentation")
     train.add_argument("--tflite", type=_kinds, default=(), metavar="KINDS",
@@ -227,8 +238,8 @@ def _run_workflow(args):
             args.data, backbone=args.backbone, weights=args.weights, name=args.name,
             output=args.output, image_size=args.image_size, validation_split=args.validation_split,
             test_dir=args.test_data, seed=args.seed, batch_size=args.batch_size,
-            head_epochs=args.head_epochs, epochs=args.epochs, head_learning_rate=args.head_lr,
-            learning_rate=args.lr, unfreeze_fraction=args.unfreeze_fraction,
+            recipe=None if args.recipe == "auto" else args.recipe, head_epochs=args.head_epochs, epochs=args.epochs, head_learning_rate=args.head_lr,
+            learning_rate=args.lr, unfreeze_fraction=args.unfreeze_fraction, min_steps=args.min_steps,
             patience=args.patience or None, augment=not args.no_augment, tflite=args.tflite, log=log,
         )
         if result.evaluation is not None:

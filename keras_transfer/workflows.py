@@ -116,11 +116,13 @@ def train_from_folder(
     test_dir=None,
     seed=0,
     batch_size=32,
-    head_epochs=5,
-    epochs=10,
-    head_learning_rate=1e-3,
-    learning_rate=1e-5,
-    unfreeze_fraction=0.25,
+    recipe=None,
+    head_epochs=None,
+    epochs=None,
+    head_learning_rate=None,
+    learning_rate=None,
+    unfreeze_fraction=None,
+    min_steps=None,
     patience=3,
     augment=True,
     dropout=0.2,
@@ -131,16 +133,16 @@ def train_from_folder(
 ):
     """Trains a classifier on a class-per-folder image directory, end to end.
 
-    The recipe of the Keras transfer-learning guide, with what a real run needs around
-    it: images are scanned (corrupt files are skipped and listed), split into train
-    and validation with a seed, and augmented in tf.data; a pretrained backbone first
-    trains its new head (backbone frozen), then its top `unfreeze_fraction` of layers
-    are unfrozen (BatchNorm stays frozen) at the lower `learning_rate`; early stopping
-    restores the best weights, and every stage keeps a best checkpoint and a crash
-    backup, so a rerun resumes. A randomly initialised backbone (`weights=None`) is
-    trained whole in one stage for `head_epochs + epochs` epochs instead. The final
-    model is saved as `model.keras`, evaluated (report, confusion matrix, learning
-    curves) and exported.
+    `fine_tune` with the recipe for the backbone (`training.recipe_for`), with what a
+    real run needs around it: images are scanned (corrupt files are skipped and
+    listed), split into train and validation with a seed, and augmented in tf.data; a
+    pretrained backbone trains its new head (backbone frozen), then its top
+    `unfreeze_fraction` of layers (BatchNorm stays frozen); a small source model trains
+    every layer at once; early stopping restores the best weights, and every stage
+    keeps a best checkpoint and a crash backup, so a rerun resumes. A randomly
+    initialised backbone (`weights=None`) is trained whole in one stage for `epochs`
+    epochs at `head_learning_rate` instead. The final model is saved as `model.keras`,
+    evaluated (report, confusion matrix, learning curves) and exported.
 
     Args:
         data_dir: str. `data_dir/<class name>/<image files>`.
@@ -157,12 +159,18 @@ def train_from_folder(
             to reporting on the validation split.
         seed: int. Split, shuffle, augmentation and initialisation seed.
         batch_size: int. Defaults to `32`.
-        head_epochs: int. Stage 1 epochs (head only). Defaults to `5`.
-        epochs: int. Stage 2 epochs (top of the backbone unfrozen). Defaults to `10`.
-        head_learning_rate: float. Defaults to `1e-3`.
-        learning_rate: float. Stage 2 learning rate. Defaults to `1e-5`.
+        recipe: `training.Recipe` or a name in `training.RECIPES`. Defaults to
+            `training.recipe_for(backbone)`; the arguments below override it.
+        head_epochs: int. Stage 1 epochs (head only; 0 skips it).
+        epochs: int. Stage 2 epochs (the backbone unfrozen), or all epochs of a
+            randomly initialised model.
+        head_learning_rate: float. Stage 1 peak learning rate.
+        learning_rate: float. Stage 2 peak learning rate (or a random-init model's;
+            it defaults to the recipe's `scratch_learning_rate`).
         unfreeze_fraction: float. Share of the backbone's layers, from the top,
-            unfrozen in stage 2. Defaults to `0.25`.
+            unfrozen in stage 2.
+        min_steps: int. Optimizer steps each stage runs at least (small folders
+            repeat; 0 for one pass per epoch).
         patience: int or `None`. Early stopping patience. Defaults to `3`.
         augment: bool. Flip / rotation / zoom / contrast in tf.data. Defaults to `True`.
         dropout: float. Defaults to `0.2`.
@@ -187,7 +195,7 @@ def train_from_folder(
     ...                          tf.io.encode_png(tf.fill((8, 8, 1), tf.constant(value, tf.uint8))))
     >>> result = workflows.train_from_folder(
     ...     os.path.join(root, "shades"), backbone="mnist_mlp", weights=None,
-    ...     output=os.path.join(root, "out"), head_epochs=1, epochs=1, batch_size=4,
+    ...     output=os.path.join(root, "out"), epochs=1, batch_size=4,
     ...     verbose=0, log=None)
     >>> result.class_names, os.path.basename(result.export.saved_model)
     (['dark', 'light'], '1')
@@ -210,28 +218,43 @@ def train_from_folder(
     )
     export_lib.write_labels(run_dir, class_names)
     pretrained = not isinstance(backbone, str) or weights is not None or backbone.startswith("hub:")
+    if recipe is None:
+        recipe = training.recipe_for(backbone)
+    elif isinstance(recipe, str):
+        recipe = training.RECIPES[recipe]
+    recipe = recipe.replace(
+        head_epochs=head_epochs, epochs=epochs, head_learning_rate=head_learning_rate,
+        learning_rate=learning_rate, unfreeze_fraction=unfreeze_fraction, batch_size=batch_size,
+        min_steps=min_steps,
+    )
     # The folder pipeline yields the same decoded images every epoch unless it augments,
     # so a frozen backbone's features can be computed once (stage 1).
-    train_kwargs = dict(batch_size=batch_size, verbose=verbose, patience=patience,
-                        feature_cache=not augment)
-    if pretrained and augment:
+    train_kwargs = dict(verbose=verbose, patience=patience, feature_cache=not augment)
+    if pretrained and augment and recipe.head_epochs:
         log("Feature cache off: augmentation is on, so every epoch sees new images "
             "(--no-augment trains the head on features computed once).")
     if pretrained:
-        log(f"Stage 1: the head for {head_epochs} epochs at {head_learning_rate:g}; stage 2: "
-            f"the top {unfreeze_fraction:.0%} of the backbone for {epochs} epochs at "
-            f"{learning_rate:g} (BatchNorm frozen). Checkpoints in {run_dir}.")
+        stage2 = (f"the top {recipe.unfreeze_fraction:.0%} of the backbone for {recipe.epochs} "
+                  f"epochs at {recipe.learning_rate:g} (BatchNorm frozen)")
+        stages = (f"Stage 1: the head for {recipe.head_epochs} epochs at "
+                  f"{recipe.head_learning_rate:g}; stage 2: {stage2}" if recipe.head_epochs
+                  else f"One stage: {stage2}")
+        log(f"Recipe for a {training.backbone_kind(backbone)} backbone. {stages}; cosine decay, "
+            f"label smoothing {recipe.label_smoothing:g}, at least {recipe.min_steps} steps "
+            f"per stage. Checkpoints in {run_dir}.")
         history = training.fine_tune(
-            model, folder.train, folder.validation, head_epochs=head_epochs, epochs=epochs,
-            head_learning_rate=head_learning_rate, learning_rate=learning_rate,
-            unfreeze_fraction=unfreeze_fraction, workdir=run_dir, **train_kwargs,
+            model, folder.train, folder.validation, recipe=recipe, workdir=run_dir, **train_kwargs,
         )
     else:
-        log(f"Randomly initialised backbone: training everything for {head_epochs + epochs} "
-            f"epochs at {head_learning_rate:g}. Checkpoints in {run_dir}.")
+        rate = recipe.learning_rate if learning_rate is not None else recipe.scratch_learning_rate
+        log(f"Randomly initialised backbone: training everything for {recipe.epochs} "
+            f"epochs at {rate:g} (cosine decay, label smoothing {recipe.label_smoothing:g}, "
+            f"at least {recipe.min_steps} steps). Checkpoints in {run_dir}.")
         history = training.train(
-            model, folder.train, folder.validation, epochs=head_epochs + epochs,
-            learning_rate=head_learning_rate, workdir=os.path.join(run_dir, "all"), **train_kwargs,
+            model, folder.train, folder.validation, epochs=recipe.epochs,
+            learning_rate=rate, batch_size=recipe.batch_size,
+            label_smoothing=recipe.label_smoothing, cosine=recipe.cosine,
+            min_steps=recipe.min_steps, workdir=os.path.join(run_dir, "all"), **train_kwargs,
         )
     model_path = _save_model_atomically(model, os.path.join(run_dir, "model.keras"))
     log(f"saved {model_path}")

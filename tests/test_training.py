@@ -84,8 +84,8 @@ def test_two_stage_fine_tuning(digits_split, tmp_path):
             seen[epoch] = (conv1.get_weights()[0].copy(), self.model.optimizer.learning_rate.numpy())
 
     result = keras_transfer.fine_tune(
-        model, train, test, head_epochs=1, epochs=1, learning_rate=1e-4,
-        workdir=str(tmp_path), verbose=0, callbacks=[Probe()])
+        model, train, test, head_epochs=1, epochs=1, learning_rate=1e-4, head_learning_rate=1e-3,
+        cosine=False, min_steps=0, workdir=str(tmp_path), verbose=0, callbacks=[Probe()])
     np.testing.assert_array_equal(seen[0][0], start)  # stage 1: backbone frozen
     assert not np.allclose(seen[1][0], start)  # stage 2: backbone trains
     assert np.isclose(seen[0][1], 1e-3) and np.isclose(seen[1][1], 1e-4)
@@ -93,8 +93,8 @@ def test_two_stage_fine_tuning(digits_split, tmp_path):
     assert os.path.exists(tmp_path / "head.weights.h5")
     # Run again (as after a crash in stage 2): stage 1 is loaded, not trained again.
     again = keras_transfer.fine_tune(
-        model, train, test, head_epochs=1, epochs=1, learning_rate=1e-4,
-        workdir=str(tmp_path), verbose=0)
+        model, train, test, head_epochs=1, epochs=1, learning_rate=1e-4, head_learning_rate=1e-3,
+        cosine=False, min_steps=0, workdir=str(tmp_path), verbose=0)
     assert len(again.history["loss"]) == 1
     with pytest.raises(ValueError, match="no layer named 'body'"):
         keras_transfer.fine_tune(model, train, backbone="body")

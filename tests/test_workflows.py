@@ -115,7 +115,7 @@ def test_resnet50_end_to_end_with_a_weights_file(digits_dir, tmp_path):
     output = str(tmp_path / "out")
     out = _run(["train", "--data", digits_dir, "--backbone", "resnet50", "--weights", weights,
                 "--image-size", "32", "--output", output, "--name", "rn50",
-                "--head-epochs", "1", "--epochs", "1", "--batch-size", "32"])
+                "--head-epochs", "1", "--epochs", "1", "--batch-size", "32", "--min-steps", "0"])
     assert "Stage 1" in out and "exported to" in out
     model, _ = workflows.load_trained(os.path.join(output, "rn50", "train"))
     trained_backbone = model.get_layer("backbone")
