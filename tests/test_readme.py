@@ -43,6 +43,12 @@ def test_readme_python_blocks_run(index, workdir):
     code = PYTHON_BLOCKS[index]
     result = _run([sys.executable, "-c", code], workdir)
     assert result.returncode == 0, result.stderr[-3000:]
+    match = re.search(r"fine-tuned from the source, 10 labels per class: ([0-9.]+)", result.stdout)
+    if "fine-tuned from the source" in code:
+        # What the README's table shows, a user's own script gets (within run-to-run noise).
+        row = re.search(r"MNIST 5-9 +cnn +10 +\S+ ±\S+ +\S+ ±\S+ +([0-9.]+) ±", README)
+        assert match and row, result.stdout[-2000:]
+        assert abs(float(match.group(1)) - float(row.group(1))) <= 0.02, (match.group(1), row.group(1))
     if "export_saved_model" in code and "digits_example" in code:
         assert os.path.exists(workdir / "saved_models" / "digits_example" / "1" / "saved_model.pb")
         assert os.path.exists(workdir / "saved_models" / "digits_example" / "confusion.png")
