@@ -70,9 +70,12 @@ from keras_transfer.preprocessing import BackbonePreprocessing
 from keras_transfer.tflite import TFLiteClassifier
 from keras_transfer.tflite import evaluate_tflite
 from keras_transfer.tflite import export_tflite
+from keras_transfer.training import RECIPES
+from keras_transfer.training import Recipe
 from keras_transfer.training import TwoStageHistory
 from keras_transfer.training import compile_classifier
 from keras_transfer.training import fine_tune
+from keras_transfer.training import recipe_for
 from keras_transfer.training import train
 from keras_transfer.training import training_callbacks
 from keras_transfer.weight_transfer import TransferReport
