@@ -50,6 +50,7 @@ args = parser.parse_args()
 EPOCHS = 1 if args.smoke else args.epochs
 SOURCE_EPOCHS = 1 if args.smoke else 3
 K = 5 if args.smoke else args.k
+MIN_STEPS = 5 if args.smoke else 400
 keras.utils.set_random_seed(0)
 
 
@@ -120,9 +121,11 @@ model = keras_transfer.build_classifier("hub:" + handle, num_classes=10, input_s
 print(keras_transfer.count_parameters(model))
 
 # Train: stage 1 the head, stage 2 the module too, at a lower learning rate.
+# The recipe for a TF Hub backbone (training.recipe_for): cosine decay, label smoothing,
+# at least MIN_STEPS steps per stage however few the labels.
 keras_transfer.fine_tune(
     model, train_data, head_epochs=EPOCHS, epochs=EPOCHS, head_learning_rate=1e-3,
-    learning_rate=1e-4, verbose=2)
+    learning_rate=1e-4, min_steps=MIN_STEPS, verbose=2)
 print(keras_transfer.count_parameters(model))
 
 # Evaluate
