@@ -451,7 +451,7 @@ def load_labelled_folder(directory, model, class_names, log=print):
     return loaded.x, loaded.y
 
 
-def report_evaluation(model, data, class_names, directory, title="held-out data", log=print):
+def report_evaluation(model, data, class_names, directory, title="evaluation data", log=print):
     """Evaluates, prints the report and writes report.txt, metrics.json and confusion.png."""
     log = log or _quiet
     result = evaluation_lib.evaluate_classifier(model, data, class_names=class_names)
