@@ -360,6 +360,11 @@ def train_from_folder(
             model, folder.train, folder.validation, epochs=epochs,
             learning_rate=head_learning_rate, workdir=os.path.join(run_dir, "all"), **train_kwargs,
         )
+        ran = getattr(history, "epoch", None)
+        if ran and ran[-1] + 1 < epochs:
+            log(f"Early stopping: stopped after epoch {ran[-1] + 1} of {epochs}, val_loss had not "
+                f"improved for {patience} epochs (the best epoch's weights are kept; "
+                "--patience 0 turns early stopping off).")
     model_path = _save_model_atomically(model, os.path.join(run_dir, "model.keras"))
     log(f"saved {model_path}")
 

@@ -284,3 +284,16 @@ def test_a_source_model_keeps_its_own_input(digits_dir, tmp_path):
     with pytest.raises(ValueError, match="source model takes"):
         workflows.train_from_folder(digits_dir, backbone=source, image_size=32,
                                     output=str(tmp_path), log=None)
+
+
+def test_a_one_stage_run_stopped_early_says_so(mnist, tmp_path):
+    small = str(tmp_path / "small")
+    keep = np.isin(mnist.y, [0, 1])
+    write_image_folder(small, mnist.x[keep][:24].astype(np.uint8), mnist.y[keep][:24], CLASSES[:2])
+    # A learning rate this large makes val_loss worse at once: patience 1 stops at epoch 2.
+    out = _run(["train", "--data", small, "--backbone", "mnist_mlp", "--weights", "none",
+                "--output", str(tmp_path / "out"), "--epochs", "6", "--patience", "1",
+                "--head-lr", "50", "--batch-size", "4", "--no-augment"])
+    epochs_run = [line for line in out.splitlines() if line.startswith("Epoch ")]
+    assert len(epochs_run) < 6, out[-2000:]
+    assert f"Early stopping: stopped after epoch {len(epochs_run)} of 6" in out
