@@ -25,8 +25,8 @@ if ROOT not in sys.path:  # run as `python benchmarks/x.py` from a source checko
 class Figure:
     """One benchmark figure: the measured `value` against its `goal`.
 
-    `comparison` is `">="` (a speed-up or a fraction, higher is better) or `"<="`
-    (a cost such as memory). `detail` says what was measured on each side. A figure
+    `comparison` is `">="` (a speed-up or a fraction, higher is better), `"<="`
+    (a cost such as memory) or `"<"` (a strict bound, such as a start-up time). `detail` says what was measured on each side. A figure
     that could not be measured has `value=None` and says why in `skipped`.
     """
 
@@ -44,6 +44,8 @@ class Figure:
             return False
         if self.comparison == ">=":
             return self.value >= self.goal
+        if self.comparison == "<":
+            return self.value < self.goal
         return self.value <= self.goal
 
     def line(self):

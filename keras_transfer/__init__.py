@@ -17,71 +17,114 @@ __version__ = "0.1.0"
 import os as _os
 import sys as _sys
 
+# What the user set, if anything (`keras-transfer` quiets TensorFlow further when unset).
+_USER_TF_CPP_MIN_LOG_LEVEL = _os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+
 if "tensorflow" not in _sys.modules:
     # Hide TensorFlow's later C++ INFO notices (CPU features); warnings and errors stay.
     # (TF 2.21 prints its first lines, oneDNN and CUDA, before reading this.)
     # A value the user set wins.
     _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from keras_transfer import data
-from keras_transfer import image_folder
-from keras_transfer import images
-from keras_transfer import workflows
-from keras_transfer.backbones import BackboneSpec
-from keras_transfer.backbones import build_backbone
-from keras_transfer.backbones import get_backbone_spec
-from keras_transfer.backbones import list_backbones
-from keras_transfer.backbones import register_backbone
-from keras_transfer.builders import build_classifier
-from keras_transfer.errors import WeightsUnavailableError
-from keras_transfer.evaluation import Evaluation
-from keras_transfer.evaluation import evaluate_classifier
-from keras_transfer.evaluation import plot_confusion_matrix
-from keras_transfer.evaluation import plot_history
-from keras_transfer.export import export_saved_model
-from keras_transfer.export import read_labels
-from keras_transfer.feature_cache import CachePlan
-from keras_transfer.feature_cache import FeatureSplit
-from keras_transfer.feature_cache import compute_features
-from keras_transfer.feature_cache import plan_feature_cache
-from keras_transfer.feature_cache import split_frozen_features
-from keras_transfer.freezing import ParameterCount
-from keras_transfer.freezing import count_parameters
-from keras_transfer.freezing import freeze
-from keras_transfer.freezing import unfreeze
-from keras_transfer.hub import HubLayer
-from keras_transfer.image_folder import image_augmentation
-from keras_transfer.image_folder import image_folder_datasets
-from keras_transfer.image_folder import load_image_folder
-from keras_transfer.image_folder import scan_image_folder
-from keras_transfer.losses import SparseCategoricalCrossentropy
-from keras_transfer.inference import InferenceModel
-from keras_transfer.inference import fold_batch_norm
-from keras_transfer.inference import optimize_for_inference
-from keras_transfer.performance import auto_steps_per_execution
-from keras_transfer.performance import bf16_supported
-from keras_transfer.performance import default_jit_compile
-from keras_transfer.performance import get_precision
-from keras_transfer.performance import has_amx
-from keras_transfer.performance import has_gpu
-from keras_transfer.performance import model_flops
-from keras_transfer.performance import set_precision
-from keras_transfer.preprocessing import BackbonePreprocessing
-from keras_transfer.tflite import TFLiteClassifier
-from keras_transfer.tflite import evaluate_tflite
-from keras_transfer.tflite import export_tflite
-from keras_transfer.training import RECIPES
-from keras_transfer.training import Recipe
-from keras_transfer.training import TwoStageHistory
-from keras_transfer.training import compile_classifier
-from keras_transfer.training import fine_tune
-from keras_transfer.training import recipe_for
-from keras_transfer.training import train
-from keras_transfer.training import training_callbacks
-from keras_transfer.weight_transfer import TransferReport
-from keras_transfer.weight_transfer import transfer_weights
-from keras_transfer.weight_transfer import weighted_layers
-from keras_transfer.workflows import evaluate_model
-from keras_transfer.workflows import export_model
-from keras_transfer.workflows import predict_files
-from keras_transfer.workflows import train_from_folder
+import importlib as _importlib
+
+# Every public name -> the submodule that defines it (or the submodule itself). Nothing
+# is imported until first use (PEP 562), so `import keras_transfer` and the
+# `keras-transfer --help` command stay fast and free of TensorFlow.
+_EXPORTS = {
+    # submodules
+    "backbones": "keras_transfer.backbones",
+    "builders": "keras_transfer.builders",
+    "data": "keras_transfer.data",
+    "errors": "keras_transfer.errors",
+    "evaluation": "keras_transfer.evaluation",
+    "export": "keras_transfer.export",
+    "feature_cache": "keras_transfer.feature_cache",
+    "freezing": "keras_transfer.freezing",
+    "hub": "keras_transfer.hub",
+    "image_folder": "keras_transfer.image_folder",
+    "images": "keras_transfer.images",
+    "inference": "keras_transfer.inference",
+    "losses": "keras_transfer.losses",
+    "performance": "keras_transfer.performance",
+    "preprocessing": "keras_transfer.preprocessing",
+    "tflite": "keras_transfer.tflite",
+    "training": "keras_transfer.training",
+    "weight_transfer": "keras_transfer.weight_transfer",
+    "workflows": "keras_transfer.workflows",
+    # functions and classes
+    "BackboneSpec": "keras_transfer.backbones",
+    "build_backbone": "keras_transfer.backbones",
+    "get_backbone_spec": "keras_transfer.backbones",
+    "list_backbones": "keras_transfer.backbones",
+    "register_backbone": "keras_transfer.backbones",
+    "build_classifier": "keras_transfer.builders",
+    "WeightsUnavailableError": "keras_transfer.errors",
+    "Evaluation": "keras_transfer.evaluation",
+    "evaluate_classifier": "keras_transfer.evaluation",
+    "plot_confusion_matrix": "keras_transfer.evaluation",
+    "plot_history": "keras_transfer.evaluation",
+    "export_saved_model": "keras_transfer.export",
+    "read_labels": "keras_transfer.export",
+    "CachePlan": "keras_transfer.feature_cache",
+    "FeatureSplit": "keras_transfer.feature_cache",
+    "compute_features": "keras_transfer.feature_cache",
+    "plan_feature_cache": "keras_transfer.feature_cache",
+    "split_frozen_features": "keras_transfer.feature_cache",
+    "ParameterCount": "keras_transfer.freezing",
+    "count_parameters": "keras_transfer.freezing",
+    "freeze": "keras_transfer.freezing",
+    "unfreeze": "keras_transfer.freezing",
+    "HubLayer": "keras_transfer.hub",
+    "image_augmentation": "keras_transfer.image_folder",
+    "image_folder_datasets": "keras_transfer.image_folder",
+    "load_image_folder": "keras_transfer.image_folder",
+    "scan_image_folder": "keras_transfer.image_folder",
+    "SparseCategoricalCrossentropy": "keras_transfer.losses",
+    "InferenceModel": "keras_transfer.inference",
+    "fold_batch_norm": "keras_transfer.inference",
+    "optimize_for_inference": "keras_transfer.inference",
+    "auto_steps_per_execution": "keras_transfer.performance",
+    "bf16_supported": "keras_transfer.performance",
+    "default_jit_compile": "keras_transfer.performance",
+    "get_precision": "keras_transfer.performance",
+    "has_amx": "keras_transfer.performance",
+    "has_gpu": "keras_transfer.performance",
+    "model_flops": "keras_transfer.performance",
+    "set_precision": "keras_transfer.performance",
+    "BackbonePreprocessing": "keras_transfer.preprocessing",
+    "TFLiteClassifier": "keras_transfer.tflite",
+    "evaluate_tflite": "keras_transfer.tflite",
+    "export_tflite": "keras_transfer.tflite",
+    "RECIPES": "keras_transfer.training",
+    "Recipe": "keras_transfer.training",
+    "TwoStageHistory": "keras_transfer.training",
+    "compile_classifier": "keras_transfer.training",
+    "fine_tune": "keras_transfer.training",
+    "recipe_for": "keras_transfer.training",
+    "train": "keras_transfer.training",
+    "training_callbacks": "keras_transfer.training",
+    "TransferReport": "keras_transfer.weight_transfer",
+    "transfer_weights": "keras_transfer.weight_transfer",
+    "weighted_layers": "keras_transfer.weight_transfer",
+    "evaluate_model": "keras_transfer.workflows",
+    "export_model": "keras_transfer.workflows",
+    "predict_files": "keras_transfer.workflows",
+    "train_from_folder": "keras_transfer.workflows",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    target = _EXPORTS.get(name)
+    if target is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _importlib.import_module(target)
+    value = module if target.rsplit(".", 1)[1] == name else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

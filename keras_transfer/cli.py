@@ -1,10 +1,15 @@
 """The `keras-transfer` command."""
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 
-from keras_transfer.errors import WeightsUnavailableError
+# Nothing heavy here: `--help` answers before TensorFlow is imported.
+import keras_transfer
+
+VERBOSE_ENV = "KERAS_TRANSFER_VERBOSE"
 
 
 def _budgets(text):
@@ -31,8 +36,21 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-transfer",
         description="Transfer learning for Keras 3 / TensorFlow.",
+        epilog=f"TensorFlow's own log lines are hidden unless --verbose or {VERBOSE_ENV}=1.",
     )
+    parser.add_argument("--verbose", action="store_true",
+                        help=f"show TensorFlow's log lines and warnings (or set {VERBOSE_ENV}=1)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # `--verbose` works after the command too; SUPPRESS keeps the global value otherwise.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show TensorFlow's log lines and warnings")
+    _add_parser = commands.add_parser
+
+    def add_parser(*args, **kwargs):
+        return _add_parser(*args, parents=[common], **kwargs)
+
+    commands.add_parser = add_parser
 
     demo = commands.add_parser(
         "demo",
@@ -90,10 +108,12 @@ def _add_train(commands):
         help="fine-tune a backbone on a class-per-folder image directory, evaluate, export",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Trains an image classifier on DATA/<class name>/<images> in two stages: the\n"
-            "new head on the frozen backbone, then the top of the backbone unfrozen\n"
-            "(BatchNorm frozen) at a lower learning rate. Corrupt images are skipped and\n"
-            "listed. Early stopping keeps the best weights; checkpoints and crash backups\n"
+            "Trains an image classifier on DATA/<class name>/<images> with the recipe for\n"
+            "its backbone (--recipe): for an ImageNet backbone, the new head on the frozen\n"
+            "backbone, then the top of the backbone unfrozen (BatchNorm frozen) at a lower\n"
+            "learning rate; for a small source model (mnist_cnn, your own .keras), every\n"
+            "layer at once. Cosine decay, label smoothing, and at least 400 steps per stage\n"
+            "on a small folder. Corrupt images are skipped and listed. Early stopping keeps the best weights; checkpoints and crash backups\n"
             "go to OUTPUT/NAME/train/, so rerunning the same command resumes. Then it\n"
             "writes model.keras, a classification report, confusion matrix and learning\n"
             "curves there, and exports OUTPUT/NAME/<version>/ for TF Serving.\n\n"
@@ -104,9 +124,11 @@ def _add_train(commands):
     )
     train.add_argument("--data", required=True, metavar="DIR", help="class-per-folder image directory")
     train.add_argument("--backbone", default="resnet50",
-                       help="registry name (see `keras-transfer backbones`) or hub:<handle> (default: resnet50)")
+                       help="registry name (see `keras-transfer backbones`), hub:<handle>, your own "
+                            "source model as a .keras file, or a SavedModel folder (default: resnet50)")
     train.add_argument("--weights", default="imagenet", metavar="imagenet|none|PATH",
-                       help="backbone weights: imagenet, none (random) or a weights file (default: imagenet)")
+                       help="registry backbone weights: imagenet, none (random, trained in one stage "
+                            "for --epochs) or a .weights.h5 file for that backbone (default: imagenet)")
     train.add_argument("--name", help="model name under OUTPUT (default: the data folder's name)")
     train.add_argument("--output", default="saved_models", help="output folder (default: saved_models)")
     train.add_argument("--test-data", metavar="DIR", help="separate test folder to report on (default: the validation split)")
@@ -161,14 +183,15 @@ def _add_export(commands):
         description="Exports a trained model to OUTPUT/NAME/<version>/ (SavedModel: "
                     "signatures serving_default on encoded image bytes, serve on float "
                     "pixels, serve_uint8) and TFLite files to OUTPUT/NAME/tflite/<version>/. "
-                    "int8 is calibrated on images from --data; with --data, the accuracy of "
+                    "int8 needs images to calibrate on: --data; with --data, the accuracy of "
                     "the Keras model and of each TFLite file on those images is printed.",
     )
     export.add_argument("model", help="model.keras or a training folder (OUTPUT/NAME/train)")
     export.add_argument("--name", help="model name under OUTPUT (default: the training folder's name)")
     export.add_argument("--output", default="saved_models", help="output folder (default: saved_models)")
-    export.add_argument("--tflite", type=_kinds, default=("float32", "int8"), metavar="KINDS",
-                        help="float32, int8, float32,int8 or none (default: float32,int8)")
+    export.add_argument("--tflite", type=_kinds, default=None, metavar="KINDS",
+                        help="float32, int8 (needs --data), float32,int8 or none "
+                             "(default: float32, plus int8 when --data is given)")
     export.add_argument("--data", metavar="DIR",
                         help="labelled image folder: int8 calibration and the accuracy check")
     export.add_argument("--version", type=int, help="version number (default: the next one)")
@@ -179,15 +202,112 @@ def _add_predict(commands):
         "predict",
         help="top classes of image files",
         description="Prints the top classes of each image file, using a model.keras (or "
-                    "training folder), a SavedModel version folder, or a .tflite file.",
+                    "training folder), a SavedModel version folder, or a .tflite file. A folder "
+                    "stands for every image file under it (recursively).",
     )
     predict.add_argument("model", help="model.keras, training folder, SavedModel folder or .tflite")
-    predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, GIF, BMP)")
+    predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, GIF, BMP) or folders of them")
     predict.add_argument("--top", type=int, default=3, help="classes per image (default: 3)")
+
+
+def _verbose(args):
+    return bool(getattr(args, "verbose", False)) or os.environ.get(VERBOSE_ENV, "").strip().lower() not in (
+        "", "0", "false", "no", "off")
+
+
+def _quiet_tensorflow():
+    """Before TensorFlow is imported: its C++ log level, unless the user chose one."""
+    if keras_transfer._USER_TF_CPP_MIN_LOG_LEVEL is None and "tensorflow" not in sys.modules:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+
+
+def _quiet_python_logs():
+    """TensorFlow / Keras / absl Python loggers and warnings (retracing, deprecations)."""
+    import logging
+    import warnings
+
+    for name in ("tensorflow", "absl", "keras", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"(tensorflow|keras|absl|tf_keras|h5py|google)(\.|$)")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:  # pragma: no cover - absl comes with TensorFlow
+        pass
+
+
+@contextlib.contextmanager
+def _native_stderr_hidden():
+    """Sends what native code writes to fd 2 (TensorFlow's C++ logs, the TFLite
+    converter, libjpeg) to a temporary file; Python's `sys.stderr` keeps the terminal.
+
+    Yields the file, so a caller can replay it when the command fails unexpectedly.
+    """
+    try:
+        python_on_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        python_on_fd2 = False
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except OSError:  # no fd 2 at all: nothing to hide
+        yield None
+        return
+    capture = tempfile.TemporaryFile()
+    os.dup2(capture.fileno(), 2)
+    previous = sys.stderr
+    if python_on_fd2:
+        sys.stderr = open(os.dup(saved), "w", buffering=1, encoding=previous.encoding,
+                          errors=previous.errors)
+    replay = False
+    try:
+        yield capture
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as exit_:
+        replay = exit_.code not in (0, None)
+        raise
+    except BaseException:
+        replay = True  # an unexpected failure: the native log may say why
+        raise
+    finally:
+        if python_on_fd2:
+            sys.stderr.close()
+            sys.stderr = previous
+        os.dup2(saved, 2)
+        os.close(saved)
+        if replay:
+            _replay(capture)
+        capture.close()
+
+
+def _replay(capture):
+    """Prints the hidden native log (after an unexpected failure)."""
+    if capture is None:
+        return
+    capture.seek(0)
+    text = capture.read().decode("utf-8", "replace").strip()
+    if text:
+        print("keras-transfer: TensorFlow's log (hidden unless --verbose):\n" + text, file=sys.stderr)
+
+
+def _one_line(error):
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if _verbose(args):
+        return _dispatch(args)
+    _quiet_tensorflow()
+    with _native_stderr_hidden():
+        _quiet_python_logs()
+        return _dispatch(args)
+
+
+def _dispatch(args):
     if args.command == "backbones":
         from keras_transfer import backbones
 
@@ -219,8 +339,9 @@ def main(argv=None):
         return 0
     try:
         return _run_workflow(args)
-    except (FileNotFoundError, ValueError, WeightsUnavailableError) as error:
-        print(f"keras-transfer {args.command}: error: {error}", file=sys.stderr)
+    except (OSError, ValueError, RuntimeError) as error:
+        # FileNotFoundError, PermissionError, WeightsUnavailableError, ... : one line.
+        print(f"keras-transfer {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
 
 
@@ -252,14 +373,21 @@ def _run_workflow(args):
         model, class_names = workflows.load_trained(args.model)
         name = args.name or workflows.default_name(args.model)
         calibration = eval_data = None
+        kinds = args.tflite
+        if kinds is None:
+            kinds = ("float32", "int8") if args.data else ("float32",)
+            if not args.data:
+                log("TFLite int8 skipped: it needs --data DIR (images to calibrate on); "
+                    "exporting float32.")
         if args.data:
             eval_data = workflows.load_labelled_folder(args.data, model, class_names, log=log)
             calibration = eval_data
-        elif "int8" in args.tflite:
+        elif "int8" in kinds:
             raise ValueError("int8 TFLite needs --data DIR (images to calibrate on).")
         workflows.export_model(
             model, os.path.join(args.output, name), class_names=class_names, version=args.version,
-            tflite=args.tflite, calibration_data=calibration, eval_data=eval_data, log=log,
+            tflite=kinds, calibration_data=calibration, eval_data=eval_data,
+            eval_title=f"folder {args.data} (the --data images)" if args.data else None, log=log,
         )
         return 0
     if args.command == "predict":

@@ -60,7 +60,7 @@ class ExportResult:
     Attributes:
         saved_model: str. The SavedModel version folder.
         tflite: dict. Kind (`"float32"`, `"int8"`) -> `.tflite` path.
-        accuracy: dict. `"keras"` and each TFLite kind -> accuracy on the held-out
+        accuracy: dict. `"keras"` and each TFLite kind -> accuracy on the evaluation
             data, when data was given.
     """
 
@@ -76,7 +76,40 @@ def _quiet(line):
 def _parse_weights(weights):
     if weights is None or str(weights).lower() in ("none", "random"):
         return None
+    if isinstance(weights, (str, os.PathLike)):
+        path = os.fspath(weights)
+        if path.endswith(".keras") or _is_saved_model(path):
+            raise ValueError(
+                f"{path} is a whole model, not a weights file: weights (--weights) takes "
+                "imagenet, none, or a .weights.h5 file saved from that backbone. To build on "
+                f"this model, pass it as the backbone (--backbone {path})."
+            )
     return weights
+
+
+def _is_saved_model(path):
+    return os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb"))
+
+
+def resolve_backbone(backbone):
+    """A backbone given on the command line: a registry name, `hub:<handle>`, a `.keras`
+    model file (loaded: its layers become the backbone, as a `keras.Model` argument
+    does) or a SavedModel folder (wrapped as a `HubLayer`, i.e. `"hub:<folder>"`)."""
+    if not isinstance(backbone, (str, os.PathLike)):
+        return backbone
+    path = os.fspath(backbone)
+    if path.endswith(".keras"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No such model file: {path} (--backbone).")
+        return keras.saving.load_model(path, compile=False)
+    if _is_saved_model(path):
+        return "hub:" + path
+    if os.sep in path and not path.startswith("hub:") and os.path.exists(path):
+        raise ValueError(
+            f"--backbone {path}: not a .keras model file or a SavedModel folder "
+            "(with saved_model.pb)."
+        )
+    return path
 
 
 def _model_geometry(backbone, image_size):
@@ -94,7 +127,98 @@ def _model_geometry(backbone, image_size):
     else:
         spec = backbones.get_backbone_spec(backbone)
         size, channels = image_size or spec.default_size, spec.channels
+        # Refused before the (possibly long) folder scan.
+        if image_size is not None and min(images_lib.check_image_size(image_size)) < spec.min_size:
+            raise ValueError(
+                f"Backbone {spec.name!r} needs images of at least {spec.min_size}x{spec.min_size}: "
+                f"raise image_size (--image-size {spec.min_size} or more; its default is "
+                f"{spec.default_size}). Received: image_size={image_size!r}"
+            )
     return images_lib.check_image_size(size) + (channels,)
+
+
+RUN_FILE = "run.json"
+# Training state a rerun resumes from (under `<output>/<name>/train/`).
+_STATE = ("head", "fine_tune", "all", "head.weights.h5")
+
+
+def _backbone_id(backbone):
+    if isinstance(backbone, keras.Model):
+        return f"model:{backbone.name}"
+    return str(backbone)
+
+
+def _run_config(backbone_arg, weights, class_names, shape, pretrained, recipe):
+    return {
+        "recipe": dataclasses.asdict(recipe),
+        "backbone": _backbone_id(backbone_arg),
+        "weights": None if weights is None else str(weights),
+        "class_names": list(class_names),
+        "image_size": [int(v) for v in shape],
+        "stages": 2 if pretrained else 1,
+    }
+
+
+def _backup_epoch(directory):
+    """Epochs done according to a `BackupAndRestore` backup in `directory`, or None."""
+    path = os.path.join(directory, "backup", "training_metadata.json")
+    try:
+        with open(path) as handle:
+            return int(json.load(handle)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _prepare_run_dir(run_dir, config, log):
+    """Compares the run's configuration with the `run.json` of a previous run in
+    `run_dir`; moves stale training state aside (it could not be loaded into this model)
+    and says what a rerun resumes. Writes the new `run.json`."""
+    state = [name for name in _STATE if os.path.exists(os.path.join(run_dir, name))]
+    record = os.path.join(run_dir, RUN_FILE)
+    previous = None
+    if os.path.exists(record):
+        try:
+            with open(record) as handle:
+                previous = json.load(handle)
+        except (OSError, ValueError):
+            previous = {}
+    if state and previous != config:
+        if previous is None:
+            why = f"no {RUN_FILE} records its configuration"
+        else:
+            changed = [key for key in config if previous.get(key) != config[key]] or ["format"]
+            why = "; ".join(
+                f"{key} {previous.get(key)!r} -> {config[key]!r}" if key != "class_names"
+                else f"classes {len(previous.get(key) or [])} -> {len(config[key])}"
+                     + ("" if len(previous.get(key) or []) != len(config[key]) else " (other names)")
+                for key in changed
+            )
+        aside = run_dir.rstrip(os.sep) + ".stale"
+        suffix = 1
+        while os.path.exists(aside):
+            suffix += 1
+            aside = f"{run_dir.rstrip(os.sep)}.stale{suffix}"
+        os.replace(run_dir, aside)
+        log(f"The checkpoints in {run_dir} belong to another configuration ({why}): moved them "
+            f"to {aside}; starting fresh.")
+        state = []
+    elif state:
+        done = {name: _backup_epoch(os.path.join(run_dir, name)) for name in ("head", "fine_tune", "all")}
+        if config["stages"] == 1 and done["all"] is not None:
+            log(f"Resuming the interrupted run in {run_dir} from epoch {done['all'] + 1}.")
+        elif config["stages"] == 2 and done["fine_tune"] is not None:
+            log(f"Resuming the interrupted run in {run_dir}: stage 2 from epoch "
+                f"{done['fine_tune'] + 1} (stage 1 is done).")
+        elif config["stages"] == 2 and os.path.exists(os.path.join(run_dir, "head.weights.h5")):
+            log(f"Resuming the run in {run_dir}: stage 1 is done, starting stage 2.")
+        elif config["stages"] == 2 and done["head"] is not None:
+            log(f"Resuming the interrupted run in {run_dir}: stage 1 from epoch {done['head'] + 1}.")
+        else:
+            log(f"A finished run of the same configuration is in {run_dir}: training again "
+                "(there is no crash backup to resume from).")
+    os.makedirs(run_dir, exist_ok=True)
+    with open(record, "w") as handle:
+        json.dump(config, handle, indent=2)
 
 
 def _save_model_atomically(model, path):
@@ -141,7 +265,7 @@ def train_from_folder(
     every layer at once; early stopping restores the best weights, and every stage
     keeps a best checkpoint and a crash backup, so a rerun resumes. A randomly
     initialised backbone (`weights=None`) is trained whole in one stage for `epochs`
-    epochs at `head_learning_rate` instead. The final model is saved as `model.keras`,
+    epochs at the recipe's `scratch_learning_rate` instead. The final model is saved as `model.keras`,
     evaluated (report, confusion matrix, learning curves) and exported.
 
     Args:
@@ -203,6 +327,8 @@ def train_from_folder(
     scan_verbose = log is not None
     log = log or _quiet
     weights = _parse_weights(weights)
+    backbone_arg = backbone
+    backbone = resolve_backbone(backbone)
     shape = _model_geometry(backbone, image_size)
     name = name or os.path.basename(os.path.normpath(data_dir))
     run_dir = os.path.join(output, name, "train")
@@ -216,7 +342,6 @@ def train_from_folder(
     model = builders.build_classifier(
         backbone, len(class_names), weights=weights, input_shape=shape, dropout=dropout,
     )
-    export_lib.write_labels(run_dir, class_names)
     pretrained = not isinstance(backbone, str) or weights is not None or backbone.startswith("hub:")
     if recipe is None:
         recipe = training.recipe_for(backbone)
@@ -227,6 +352,10 @@ def train_from_folder(
         learning_rate=learning_rate, unfreeze_fraction=unfreeze_fraction, batch_size=batch_size,
         min_steps=min_steps,
     )
+    _prepare_run_dir(
+        run_dir, _run_config(backbone_arg, weights, class_names, shape, pretrained, recipe), log
+    )
+    export_lib.write_labels(run_dir, class_names)
     # The folder pipeline yields the same decoded images every epoch unless it augments,
     # so a frozen backbone's features can be computed once (stage 1).
     train_kwargs = dict(verbose=verbose, patience=patience, feature_cache=not augment)
@@ -247,15 +376,21 @@ def train_from_folder(
         )
     else:
         rate = recipe.learning_rate if learning_rate is not None else recipe.scratch_learning_rate
-        log(f"Randomly initialised backbone: training everything for {recipe.epochs} "
-            f"epochs at {rate:g} (cosine decay, label smoothing {recipe.label_smoothing:g}, "
-            f"at least {recipe.min_steps} steps). Checkpoints in {run_dir}.")
+        log(f"Randomly initialised backbone: training everything in one stage for "
+            f"{recipe.epochs} epochs at {rate:g} (cosine decay, label smoothing "
+            f"{recipe.label_smoothing:g}, at least {recipe.min_steps} steps; no head stage, so "
+            f"head_epochs/--head-epochs is not used). Checkpoints in {run_dir}.")
         history = training.train(
             model, folder.train, folder.validation, epochs=recipe.epochs,
             learning_rate=rate, batch_size=recipe.batch_size,
             label_smoothing=recipe.label_smoothing, cosine=recipe.cosine,
             min_steps=recipe.min_steps, workdir=os.path.join(run_dir, "all"), **train_kwargs,
         )
+        ran = getattr(history, "epoch", None)
+        if ran and ran[-1] + 1 < recipe.epochs:
+            log(f"Early stopping: stopped after epoch {ran[-1] + 1} of {recipe.epochs}, val_loss had not "
+                f"improved for {patience} epochs (the best epoch's weights are kept; "
+                "--patience 0 turns early stopping off).")
     model_path = _save_model_atomically(model, os.path.join(run_dir, "model.keras"))
     log(f"saved {model_path}")
 
@@ -277,7 +412,8 @@ def train_from_folder(
         calibration = _calibration_sample(folder.train_files, shape, seed) if tflite else None
         exported = export_model(
             model, os.path.join(output, name), class_names=class_names, tflite=tflite,
-            calibration_data=calibration, eval_data=eval_data, log=log,
+            calibration_data=calibration, eval_data=eval_data,
+            eval_title=eval_title if eval_data is not None else None, log=log,
         )
     return TrainResult(
         model=model, class_names=class_names, history=history, evaluation=evaluation,
@@ -346,7 +482,7 @@ def load_labelled_folder(directory, model, class_names, log=print):
     return loaded.x, loaded.y
 
 
-def report_evaluation(model, data, class_names, directory, title="held-out data", log=print):
+def report_evaluation(model, data, class_names, directory, title="evaluation data", log=print):
     """Evaluates, prints the report and writes report.txt, metrics.json and confusion.png."""
     log = log or _quiet
     result = evaluation_lib.evaluate_classifier(model, data, class_names=class_names)
@@ -357,6 +493,7 @@ def report_evaluation(model, data, class_names, directory, title="held-out data"
     with open(os.path.join(directory, "metrics.json"), "w") as handle:
         json.dump({"accuracy": result.accuracy, "report": result.report_dict, "data": title}, handle, indent=2)
     evaluation_lib.plot_confusion_matrix(result, os.path.join(directory, "confusion.png"))
+    log(f"wrote report.txt, metrics.json and confusion.png to {directory}")
     return result
 
 
@@ -398,6 +535,7 @@ def export_model(
     tflite=(),
     calibration_data=None,
     eval_data=None,
+    eval_title="the evaluation data",
     log=print,
 ):
     """Exports a SavedModel (TF Serving) and optional TFLite files, and checks them.
@@ -414,7 +552,9 @@ def export_model(
         version: int. Defaults to the next version.
         tflite: iterable of `"float32"` and/or `"int8"`.
         calibration_data: `(x, y)` or images, for int8 calibration (required for it).
-        eval_data: `(x, y)` held-out arrays.
+        eval_data: `(x, y)` arrays to check the accuracy on.
+        eval_title: str. What `eval_data` is, for the accuracy line (e.g.
+            `"validation split"`, `"folder flowers/"`).
         log: callable. Defaults to `print`.
 
     Returns:
@@ -448,7 +588,9 @@ def export_model(
         accuracy["keras"] = evaluation_lib.evaluate_classifier(model, (x, y)).accuracy
         for kind, file in written.items():
             accuracy[kind] = tflite_lib.evaluate_tflite(file, x, y)
-        log("accuracy on held-out data: " + ", ".join(
+        title = eval_title or "the evaluation data"
+        title = title if title.startswith("the ") else f"the {title}"
+        log(f"accuracy on {title}: " + ", ".join(
             f"{kind} {value:.4f}" for kind, value in accuracy.items()))
     return ExportResult(saved_model=path, tflite=written, accuracy=accuracy)
 
@@ -462,6 +604,25 @@ class Prediction:
     error: str = None
 
 
+def expand_image_paths(paths):
+    """`paths` with each folder replaced by the image files under it (recursively,
+    sorted; PNG, JPEG, GIF, BMP by extension). Files are kept as given."""
+    expanded = []
+    for path in paths:
+        if not os.path.isdir(path):
+            expanded.append(path)
+            continue
+        found = []
+        for folder, subfolders, names in os.walk(path):
+            subfolders.sort()
+            found.extend(os.path.join(folder, name) for name in sorted(names)
+                         if name.lower().endswith(images_lib.IMAGE_EXTENSIONS))
+        if not found:
+            raise FileNotFoundError(f"No image files (PNG, JPEG, GIF, BMP) under {path}.")
+        expanded.extend(found)
+    return expanded
+
+
 def predict_files(model_path, files, *, top=3):
     """Top classes for image files, from a `.keras` model, a SavedModel or a `.tflite`.
 
@@ -472,13 +633,14 @@ def predict_files(model_path, files, *, top=3):
         model_path: str. A `.keras` file or training run folder, a SavedModel version
             folder (its `serving_default` signature decodes the files' bytes itself),
             or a `.tflite` file (with `labels.txt` beside it).
-        files: list of image paths.
+        files: list of image paths; a folder stands for every image file under it.
         top: int. Classes to return per file. Defaults to `3`.
 
     Returns:
         list of `Prediction(path, top=[(class name, probability), ...], error)`, in
         `files` order, best class first.
     """
+    files = expand_image_paths(list(files))
     if not files:
         raise ValueError("No image files to predict.")
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:

@@ -113,3 +113,112 @@ def test_full_demo_beats_the_plain_keras_recipe_side_by_side(tmp_path):
     # The exported MNIST model: int8 TFLite loses at most 1 point of test accuracy.
     exported = json.loads((tmp_path / "demo" / "results.json").read_text())["export_accuracy"]
     assert exported["digits_5_9"]["keras"] - exported["digits_5_9"]["int8"] <= 0.01
+
+
+def _clean_env(**extra):
+    """The environment of a user's shell: no TF_CPP_MIN_LOG_LEVEL of the test suite's."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_TRANSFER_VERBOSE")}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return {**env, **extra}
+
+
+def test_import_and_help_do_not_import_tensorflow(tmp_path):
+    code = """
+import sys
+import keras_transfer
+assert 'tensorflow' not in sys.modules, 'import keras_transfer imported TensorFlow'
+from keras_transfer import cli
+for argv in (['--help'], ['train', '--help'], ['evaluate', '--help'], ['export', '--help'],
+             ['predict', '--help'], ['demo', '--help'], ['backbones', '--help'], ['--verbose', '--help']):
+    try:
+        cli.main(argv)
+    except SystemExit as exit_:
+        assert exit_.code == 0, (argv, exit_.code)
+    else:
+        raise AssertionError(f'{argv}: no SystemExit')
+    assert 'tensorflow' not in sys.modules, argv
+    assert 'keras' not in sys.modules, argv
+# Every name exported before the package became lazy still resolves.
+assert set(keras_transfer.__all__) <= set(dir(keras_transfer))
+for name in keras_transfer.__all__:
+    assert getattr(keras_transfer, name) is not None, name
+from keras_transfer import data, workflows, build_classifier, TFLiteClassifier
+assert keras_transfer.workflows is workflows and callable(build_classifier)
+assert 'tensorflow' in sys.modules
+print('ok')
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600, env=_clean_env())
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_tensorflow_default_log_level_is_set_before_tensorflow_is_imported(tmp_path):
+    code = ("import os, keras_transfer, sys; assert 'tensorflow' not in sys.modules; "
+            "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600, env=_clean_env())
+    assert result.stdout.strip() == "1", result.stderr[-2000:]
+
+
+def test_keras_transfer_help_is_a_fraction_of_a_tensorflow_import(tmp_path):
+    command = os.path.join(os.path.dirname(sys.executable), "keras-transfer")
+    result = subprocess.run([command, "train", "--help"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600, env=_clean_env())
+    assert result.returncode == 0 and "--backbone" in result.stdout and result.stderr == ""
+
+
+NOISE = ("Could not find cuda drivers", "failed call to cuInit", "Improper call to JPEG library",
+         "Local rendezvous is aborting", "oneDNN custom operations", "absl::InitializeLog",
+         "retracing", "tf_tfl_flatbuffer_helpers", "Estimated count of arithmetic ops",
+         "fully_quantize", "TensorFlow Lite", "WARNING")
+
+
+def test_train_keeps_tensorflow_noise_off_the_terminal(tmp_path):
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        os.makedirs(tmp_path / "tiny" / label)
+        for i in range(4):
+            tf.io.write_file(str(tmp_path / "tiny" / label / f"{i}.png"),
+                             tf.io.encode_png(rng.integers(0, 256, (28, 28, 1), dtype=np.uint8)))
+    jpeg = tf.io.encode_jpeg(rng.integers(0, 256, (28, 28, 1), dtype=np.uint8)).numpy()
+    (tmp_path / "tiny" / "a" / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    command = os.path.join(os.path.dirname(sys.executable), "keras-transfer")
+    argv = [command, "train", "--data", "tiny", "--backbone", "mnist_mlp", "--weights", "none",
+            "--epochs", "1", "--batch-size", "4", "--tflite", "float32,int8", "--output", "out"]
+    result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                            env=_clean_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "truncated.jpg" in result.stdout and "TFLite int8 exported" in result.stdout
+    for noise in NOISE:
+        assert noise not in result.stderr, (noise, result.stderr[-3000:])
+    assert result.stderr.strip() == "", result.stderr[-3000:]
+
+
+def test_verbose_shows_what_is_hidden_by_default(tmp_path):
+    command = os.path.join(os.path.dirname(sys.executable), "keras-transfer")
+    quiet = subprocess.run([command, "backbones"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=600, env=_clean_env())
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr[-2000:]
+    # `backbones` imports TensorFlow, whose C++ start-up lines (oneDNN, CUDA) this
+    # machine prints whatever the log level; verbose lets them through.
+    loud = subprocess.run([command, "backbones"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600, env=_clean_env(KERAS_TRANSFER_VERBOSE="1"))
+    assert loud.returncode == 0 and "resnet50" in loud.stdout and loud.stderr.strip()
+    for argv in (["--verbose", "backbones"], ["backbones", "--verbose"], ["train", "--data", "x", "--verbose"]):
+        assert cli._verbose(cli.build_parser().parse_args(argv)), argv
+    assert not cli._verbose(cli.build_parser().parse_args(["backbones"]))
+
+
+def test_library_oserror_and_runtimeerror_are_one_line_errors(monkeypatch, capsys, tmp_path):
+    from keras_transfer import workflows
+
+    for error in (PermissionError(13, "Permission denied", str(tmp_path / "x")),
+                  RuntimeError("the converter failed\nwith details\non three lines")):
+        def fail(*args, **kwargs):
+            raise error
+
+        monkeypatch.setattr(workflows, "evaluate_model", fail)
+        assert cli.main(["evaluate", str(tmp_path), "--data", str(tmp_path)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("keras-transfer evaluate: error: ") and len(err.splitlines()) == 1, err

@@ -63,6 +63,10 @@ def test_readme_commands_run_on_the_digit_folder(workdir):
         assert result.returncode == 0, (line, result.stderr[-3000:])
         outputs.append(result.stdout)
     assert "digits/1/broken.png" in outputs[0]  # the truncated file is reported
-    assert "accuracy on held-out data: keras" in outputs[0] and "int8" in outputs[2]
+    assert "accuracy on the validation split: keras" in outputs[0] and "int8" in outputs[2]
+    assert "in one stage for 5 epochs" in outputs[0] and "Epoch 6/" not in outputs[0]
+    assert "wrote report.txt, metrics.json and confusion.png to" in outputs[1]
     assert outputs[3].startswith("digits/0/0.png: ") and "digits/2/7.png: " in outputs[3]
     assert outputs[4].startswith("digits/1/3.png: ")
+    lines = outputs[5].strip().splitlines()
+    assert len(lines) == 100 and all(line.startswith("digits/2/") for line in lines)

@@ -32,7 +32,7 @@ def trained(digits_dir, tmp_path_factory):
     """`keras-transfer train` with a randomly initialised CNN; returns (output, stdout)."""
     output = str(tmp_path_factory.mktemp("out"))
     return output, _run(["train", "--data", digits_dir, "--backbone", "mnist_cnn", "--weights",
-                         "none", "--output", output, "--head-epochs", "2", "--epochs", "2",
+                         "none", "--output", output, "--head-epochs", "3", "--epochs", "4",
                          "--batch-size", "16", "--tflite", "float32,int8", "--no-augment"])
 
 
@@ -62,11 +62,18 @@ def test_train_reports_the_corrupt_file_and_writes_the_run(trained, digits_dir):
     assert accuracy > 0.8  # real digits, 4 epochs: far above chance (1/3)
 
 
+def test_a_random_init_run_trains_exactly_epochs_in_one_stage(trained):
+    _, out = trained
+    assert "in one stage for 4 epochs" in out and "--head-epochs is not used" in out
+    assert "Epoch 4/4" in out and "Epoch 5/" not in out and "Epoch 1/7" not in out
+
+
 def test_exports_agree_with_the_keras_model(trained, digits_dir):
     output, out = trained
     version = os.path.join(output, "digits", "1")
     assert export.read_labels(version) == sorted(CLASSES)
-    line = next(l for l in out.splitlines() if l.startswith("accuracy on held-out data"))
+    assert "held-out" not in out
+    line = next(l for l in out.splitlines() if l.startswith("accuracy on the validation split"))
     scores = dict(part.split() for part in line.split(": ")[1].split(", "))
     assert set(scores) == {"keras", "float32", "int8"}
     assert abs(float(scores["int8"]) - float(scores["keras"])) <= 0.01 + 1e-9
@@ -89,6 +96,7 @@ def test_evaluate_export_and_predict_commands(trained, digits_dir, capsys):
     run = os.path.join(output, "digits", "train")
     out = _run(["evaluate", run, "--data", digits_dir, "--output", os.path.join(output, "eval")])
     assert "accuracy" in out and os.path.exists(os.path.join(output, "eval", "confusion.png"))
+    assert f"wrote report.txt, metrics.json and confusion.png to {os.path.join(output, 'eval')}" in out
     out = _run(["export", run, "--output", output, "--tflite", "float32"])
     assert os.path.exists(os.path.join(output, "digits", "2", "saved_model.pb"))
     assert os.path.exists(os.path.join(output, "digits", "tflite", "2", "model_float32.tflite"))
@@ -102,9 +110,134 @@ def test_evaluate_export_and_predict_commands(trained, digits_dir, capsys):
     assert f"{bad}: cannot read" in captured.err and f"{image}: " in captured.out
 
 
-def test_export_int8_needs_data(trained):
+def test_export_int8_needs_data(trained, capsys):
     output, _ = trained
-    assert cli.main(["export", os.path.join(output, "digits", "train"), "--output", output]) == 1
+    run = os.path.join(output, "digits", "train")
+    assert cli.main(["export", run, "--output", output, "--tflite", "int8"]) == 1
+    assert "--data" in capsys.readouterr().err
+
+
+def test_export_defaults_to_float32_without_data_and_names_its_data(trained, digits_dir, tmp_path):
+    output, _ = trained
+    run = os.path.join(output, "digits", "train")
+    out = _run(["export", run, "--output", str(tmp_path)])
+    assert "TFLite int8 skipped: it needs --data" in out
+    assert sorted(os.listdir(tmp_path / "digits" / "tflite" / "1")) == ["labels.txt", "model_float32.tflite"]
+    out = _run(["export", run, "--output", str(tmp_path), "--data", digits_dir])
+    assert "int8 skipped" not in out
+    assert os.path.exists(tmp_path / "digits" / "tflite" / "2" / "model_int8.tflite")
+    line = next(l for l in out.splitlines() if l.startswith("accuracy on "))
+    assert f"folder {digits_dir} (the --data images)" in line and "held-out" not in line
+
+
+def test_predict_a_folder_predicts_every_image_under_it(trained, digits_dir, tmp_path):
+    import shutil
+
+    output, _ = trained
+    zero = sorted(os.listdir(os.path.join(digits_dir, "zero")))[:2]
+    os.makedirs(tmp_path / "photos" / "nested")
+    shutil.copy(os.path.join(digits_dir, "zero", zero[0]), tmp_path / "photos" / "a.png")
+    shutil.copy(os.path.join(digits_dir, "zero", zero[1]), tmp_path / "photos" / "nested" / "b.PNG")
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    out = _run(["predict", os.path.join(output, "digits", "train"), str(tmp_path / "photos"), "--top", "1"])
+    lines = out.strip().splitlines()
+    assert [line.split(": ")[0] for line in lines] == [
+        str(tmp_path / "photos" / "a.png"), str(tmp_path / "photos" / "nested" / "b.PNG")]
+    os.makedirs(tmp_path / "empty")
+    assert cli.main(["predict", os.path.join(output, "digits", "train"), str(tmp_path / "empty")]) == 1
+
+
+def test_too_small_image_size_is_refused_before_the_scan(capsys, tmp_path):
+    assert cli.main(["train", "--data", str(tmp_path / "missing"), "--backbone", "mnist_cnn",
+                     "--weights", "none", "--image-size", "8"]) == 1
+    err = capsys.readouterr().err
+    assert "--image-size" in err and "at least 10x10" in err and "missing" not in err
+
+
+def test_weights_given_a_whole_model_says_what_weights_takes(trained, digits_dir, capsys):
+    output, _ = trained
+    model = os.path.join(output, "digits", "train", "model.keras")
+    assert cli.main(["train", "--data", digits_dir, "--backbone", "mnist_cnn", "--weights", model,
+                     "--output", output, "--name", "w"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and len(err) < 400, err
+    assert "imagenet, none, or a .weights.h5" in err and f"--backbone {model}" in err
+
+
+def test_backbone_from_a_keras_file_and_a_saved_model_folder(trained, digits_dir, tmp_path):
+    output, _ = trained
+    source = os.path.join(output, "digits", "train", "model.keras")
+    out = _run(["train", "--data", digits_dir, "--backbone", source, "--output", str(tmp_path),
+                "--name", "own", "--head-epochs", "1", "--epochs", "1", "--no-augment"])
+    assert "Stage 1" in out and "exported to" in out
+    model, _ = workflows.load_trained(str(tmp_path / "own" / "train"))
+    assert tuple(model.input.shape[1:]) == (28, 28, 1)
+
+    class Features(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.kernel = tf.Variable(tf.random.normal((28 * 28 * 3, 16), stddev=0.05))
+
+        @tf.function(input_signature=[tf.TensorSpec((None, 28, 28, 3), tf.float32)])
+        def __call__(self, images):
+            return tf.nn.relu(tf.reshape(images, (-1, 28 * 28 * 3)) @ self.kernel)
+
+    module = str(tmp_path / "features_module")
+    tf.saved_model.save(Features(), module)
+    out = _run(["train", "--data", digits_dir, "--backbone", module, "--image-size", "28",
+                "--output", str(tmp_path), "--name", "hub", "--head-epochs", "1", "--epochs", "1",
+                "--no-augment"])
+    assert "Stage 1" in out
+    model, _ = workflows.load_trained(str(tmp_path / "hub" / "train"))
+    assert type(model.get_layer("backbone")).__name__ == "HubLayer"
+
+
+def test_rerun_resumes_or_starts_fresh_on_another_configuration(mnist, tmp_path):
+    import json
+
+    small = str(tmp_path / "small")
+    keep = np.isin(mnist.y, [0, 1, 2])
+    write_image_folder(small, mnist.x[keep][:48].astype(np.uint8), mnist.y[keep][:48], CLASSES)
+    output = str(tmp_path / "out")
+    common = ["--data", small, "--weights", "none", "--output", output, "--batch-size", "16",
+              "--no-augment", "--patience", "0"]
+    _run(["train", "--backbone", "mnist_mlp", "--epochs", "1", *common])
+    run_dir = os.path.join(output, "small", "train")
+    with open(os.path.join(run_dir, "run.json")) as handle:
+        config = json.load(handle)
+    assert config["backbone"] == "mnist_mlp" and config["class_names"] == sorted(CLASSES)
+    assert config["image_size"] == [28, 28, 1] and config["weights"] is None
+
+    # A crash after epoch 2 of 3 leaves a BackupAndRestore backup: the rerun says so and
+    # runs epoch 3 only.
+    model, _ = workflows.load_trained(run_dir)
+    backup = os.path.join(run_dir, "all", "backup")
+    os.makedirs(backup)
+    model.save_weights(os.path.join(backup, "latest.weights.h5"))
+    with open(os.path.join(backup, "training_metadata.json"), "w") as handle:
+        json.dump({"epoch": 2}, handle)
+    out = _run(["train", "--backbone", "mnist_mlp", "--epochs", "3", *common])
+    assert f"Resuming the interrupted run in {run_dir} from epoch 3." in out
+    assert "Epoch 3/3" in out and "Epoch 1/3" not in out
+
+    # Another backbone: the old state is moved aside, not loaded into the new model.
+    out = _run(["train", "--backbone", "mnist_cnn", "--epochs", "1", *common])
+    assert "belong to another configuration (backbone 'mnist_mlp' -> 'mnist_cnn')" in out
+    assert f"moved them to {run_dir}.stale; starting fresh" in out
+    assert os.path.exists(os.path.join(run_dir + ".stale", "run.json"))
+
+    # Other classes (a crash backup of a 3-class model, now 2 classes): fresh again.
+    os.makedirs(os.path.join(run_dir, "all", "backup"), exist_ok=True)
+    model, _ = workflows.load_trained(run_dir)
+    model.save_weights(os.path.join(run_dir, "all", "backup", "latest.weights.h5"))
+    with open(os.path.join(run_dir, "all", "backup", "training_metadata.json"), "w") as handle:
+        json.dump({"epoch": 1}, handle)
+    import shutil
+
+    shutil.rmtree(os.path.join(small, "two"))
+    out = _run(["train", "--backbone", "mnist_cnn", "--epochs", "1", *common])
+    assert "classes 3 -> 2" in out and f"moved them to {run_dir}.stale2" in out
+    assert workflows.load_trained(run_dir)[1] == ["one", "zero"]
 
 
 def test_resnet50_end_to_end_with_a_weights_file(digits_dir, tmp_path):
@@ -151,3 +284,16 @@ def test_a_source_model_keeps_its_own_input(digits_dir, tmp_path):
     with pytest.raises(ValueError, match="source model takes"):
         workflows.train_from_folder(digits_dir, backbone=source, image_size=32,
                                     output=str(tmp_path), log=None)
+
+
+def test_a_one_stage_run_stopped_early_says_so(mnist, tmp_path):
+    small = str(tmp_path / "small")
+    keep = np.isin(mnist.y, [0, 1])
+    write_image_folder(small, mnist.x[keep][:24].astype(np.uint8), mnist.y[keep][:24], CLASSES[:2])
+    # A learning rate this large makes val_loss worse at once: patience 1 stops at epoch 2.
+    out = _run(["train", "--data", small, "--backbone", "mnist_mlp", "--weights", "none",
+                "--output", str(tmp_path / "out"), "--epochs", "6", "--patience", "1",
+                "--head-lr", "50", "--batch-size", "4", "--no-augment"])
+    epochs_run = [line for line in out.splitlines() if line.startswith("Epoch ")]
+    assert len(epochs_run) < 6, out[-2000:]
+    assert f"Early stopping: stopped after epoch {len(epochs_run)} of 6" in out
