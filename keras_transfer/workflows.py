@@ -182,11 +182,14 @@ def _prepare_run_dir(run_dir, config, log):
                 previous = json.load(handle)
         except (OSError, ValueError):
             previous = {}
-    if state and previous != config:
+    # What the saved state must match to be loaded into this model; the recipe (epochs,
+    # rates) is recorded but may change between runs (e.g. more epochs on a rerun).
+    structural = [key for key in config if key != "recipe"]
+    if state and (previous is None or any(previous.get(k) != config[k] for k in structural)):
         if previous is None:
             why = f"no {RUN_FILE} records its configuration"
         else:
-            changed = [key for key in config if previous.get(key) != config[key]] or ["format"]
+            changed = [key for key in structural if previous.get(key) != config[key]] or ["format"]
             why = "; ".join(
                 f"{key} {previous.get(key)!r} -> {config[key]!r}" if key != "class_names"
                 else f"classes {len(previous.get(key) or [])} -> {len(config[key])}"
