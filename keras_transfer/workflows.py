@@ -229,9 +229,18 @@ def train_from_folder(
     else:
         log(f"Randomly initialised backbone: training everything for {head_epochs + epochs} "
             f"epochs at {head_learning_rate:g}. Checkpoints in {run_dir}.")
+        # BatchNorm from random weights in a short run: its moving statistics would stay
+        # near their initial values (a chance-level model in inference mode and in every
+        # export), so they are re-estimated on the training images, unaugmented.
+        steps = (head_epochs + epochs) * -(-len(folder.train_files.paths) // batch_size)
+        recalibration = []
+        if training.batchnorm_run_is_short(model, steps):
+            recalibration = [training.RecalibrateBatchNorm(
+                folder.train_plain, batch_size=batch_size, model=model, log=log)]
         history = training.train(
             model, folder.train, folder.validation, epochs=head_epochs + epochs,
-            learning_rate=head_learning_rate, workdir=os.path.join(run_dir, "all"), **train_kwargs,
+            learning_rate=head_learning_rate, workdir=os.path.join(run_dir, "all"),
+            recalibrate_batchnorm=False, callbacks=recalibration, **train_kwargs,
         )
     model_path = _save_model_atomically(model, os.path.join(run_dir, "model.keras"))
     log(f"saved {model_path}")
