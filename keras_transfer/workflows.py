@@ -10,6 +10,8 @@ TF Serving only loads the integer folders, so the rest never confuses it.
 import dataclasses
 import json
 import os
+import shutil
+import uuid
 
 import keras
 import numpy as np
@@ -419,13 +421,24 @@ def export_model(
     written = {}
     if kinds:
         directory = os.path.join(base_dir, "tflite", str(version))
-        export_lib.write_labels(directory, export_lib.read_labels(path))
+        # Written to a staging folder and moved into place: a failed conversion leaves
+        # no tflite/<version>/ behind (a mixed-precision model converts from a float32
+        # copy, see tflite.float32_copy).
+        staging = os.path.join(base_dir, "tflite", f".{version}.tmp-{uuid.uuid4().hex}")
+        try:
+            export_lib.write_labels(staging, export_lib.read_labels(path))
+            float_model = tflite_lib.float32_copy(model)
+            for kind in kinds:
+                tflite_lib.export_tflite(
+                    float_model, os.path.join(staging, f"model_{kind}.tflite"),
+                    quantization="int8" if kind == "int8" else None,
+                    representative_data=calibration_data,
+                )
+            _move_into_place(staging, directory)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         for kind in kinds:
             file = os.path.join(directory, f"model_{kind}.tflite")
-            tflite_lib.export_tflite(
-                model, file, quantization="int8" if kind == "int8" else None,
-                representative_data=calibration_data,
-            )
             written[kind] = file
             log(f"TFLite {kind} exported to {file} ({os.path.getsize(file) / 1e6:.2f} MB)")
     accuracy = {}
@@ -437,6 +450,15 @@ def export_model(
         log("accuracy on held-out data: " + ", ".join(
             f"{kind} {value:.4f}" for kind, value in accuracy.items()))
     return ExportResult(saved_model=path, tflite=written, accuracy=accuracy)
+
+
+def _move_into_place(staging, directory):
+    """Renames `staging` to `directory`, or moves its files into an existing one."""
+    if not os.path.exists(directory):
+        os.replace(staging, directory)
+        return
+    for name in os.listdir(staging):
+        os.replace(os.path.join(staging, name), os.path.join(directory, name))
 
 
 @dataclasses.dataclass
