@@ -73,6 +73,7 @@ from keras_transfer.tflite import export_tflite
 from keras_transfer.training import TwoStageHistory
 from keras_transfer.training import compile_classifier
 from keras_transfer.training import fine_tune
+from keras_transfer.training import recalibrate_batchnorm
 from keras_transfer.training import train
 from keras_transfer.training import training_callbacks
 from keras_transfer.weight_transfer import TransferReport

@@ -203,11 +203,11 @@ def float32_copy(model):
 
     >>> import keras, keras_transfer
     >>> from keras_transfer import performance, tflite
-    >>> performance.set_precision("mixed_bfloat16")
+    >>> _ = performance.set_precision("mixed_bfloat16")
     >>> try:
     ...     model = keras_transfer.build_classifier("mnist_mlp", 3, weights=None)
     ... finally:
-    ...     performance.set_precision("float32")
+    ...     _ = performance.set_precision("float32")
     >>> copy = tflite.float32_copy(model)
     >>> model.get_layer("backbone").compute_dtype, copy.get_layer("backbone").compute_dtype
     ('bfloat16', 'float32')

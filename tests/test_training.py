@@ -163,7 +163,7 @@ def test_recalibrate_batchnorm_gives_the_data_statistics(mnist):
 
 
 def test_train_recalibrates_a_short_run_from_random_weights_and_warns_otherwise(mnist, capsys):
-    """BatchNorm with momentum 0.999 trained for ~30 steps: in inference mode its
+    """BatchNorm with momentum 0.999 trained for 50 steps: in inference mode its
     statistics are still near (0, 1), so validation sits at chance; `train` re-estimates
     them ("auto": a short run), and warns when told not to."""
     keep = np.isin(mnist.y, [0, 1, 2])
@@ -173,12 +173,12 @@ def test_train_recalibrates_a_short_run_from_random_weights_and_warns_otherwise(
     for recalibrate in (False, "auto"):
         keras.utils.set_random_seed(0)
         model = _conv_bn_model()
-        history = training.train(model, train_data, validation, epochs=3, learning_rate=3e-3,
+        history = training.train(model, train_data, validation, epochs=5, learning_rate=3e-3,
                                  batch_size=48, verbose=2, recalibrate_batchnorm=recalibrate)
         accuracy = float(np.mean(model.predict(validation[0], verbose=0).argmax(-1) == validation[1]))
         results[recalibrate] = (history.history, accuracy, capsys.readouterr().out)
     history, accuracy, out = results[False]
-    assert history["accuracy"][-1] > 0.6 and abs(accuracy - 1 / 3) < 0.1, (history, accuracy)
+    assert history["accuracy"][-1] > 0.55 and abs(accuracy - 1 / 3) < 0.1, (history, accuracy)
     assert "Warning: validation accuracy has stayed at chance level" in out
     assert "Re-estimated" not in out
     history, accuracy, out = results["auto"]
