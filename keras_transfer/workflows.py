@@ -424,7 +424,9 @@ def export_model(
         # Written to a staging folder and moved into place: a failed conversion leaves
         # no tflite/<version>/ behind (a mixed-precision model converts from a float32
         # copy, see tflite.float32_copy).
-        staging = os.path.join(base_dir, "tflite", f".{version}.tmp-{uuid.uuid4().hex}")
+        parent = os.path.join(base_dir, "tflite")
+        parent_existed = os.path.isdir(parent)
+        staging = os.path.join(parent, f".{version}.tmp-{uuid.uuid4().hex}")
         try:
             export_lib.write_labels(staging, export_lib.read_labels(path))
             float_model = tflite_lib.float32_copy(model)
@@ -437,6 +439,8 @@ def export_model(
             _move_into_place(staging, directory)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            if not parent_existed and os.path.isdir(parent) and not os.listdir(parent):
+                os.rmdir(parent)
         for kind in kinds:
             file = os.path.join(directory, f"model_{kind}.tflite")
             written[kind] = file
