@@ -100,6 +100,7 @@ _EXPORTS = {
     "Recipe": "keras_transfer.training",
     "TwoStageHistory": "keras_transfer.training",
     "compile_classifier": "keras_transfer.training",
+    "recalibrate_batchnorm": "keras_transfer.training",
     "fine_tune": "keras_transfer.training",
     "recipe_for": "keras_transfer.training",
     "train": "keras_transfer.training",

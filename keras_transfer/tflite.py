@@ -58,6 +58,11 @@ def export_tflite(
     `seed`) of an array, or the first images of a `tf.data.Dataset` (shuffle it first
     if it is sorted by class), fed one at a time through a `tf.data` pipeline.
 
+    A mixed-precision model (`set_precision("mixed_bfloat16")`) is converted from a
+    float32 copy with its weights (`float32_copy`): bf16 has no TFLite kernels. A
+    conversion that fails raises `TFLiteConversionError` (a `ValueError`) with a short
+    message; the converter's full output is in its `.details`.
+
     The file is written beside `path` under a temporary name and renamed into place,
     so a failed conversion leaves nothing and a reader never sees a partial file; an
     existing file at `path` is replaced.
@@ -131,7 +136,10 @@ def export_tflite(
         )
 
     start = time.time()
-    flatbuffer = _convert(model, shape, quantization, calibration)
+    try:
+        flatbuffer = _convert(float32_copy(model), shape, quantization, calibration)
+    except Exception as error:  # the converter's message is hundreds of lines of MLIR
+        raise TFLiteConversionError(model, quantization, error) from None
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     staging = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
@@ -149,6 +157,78 @@ def export_tflite(
             f"at '{path}' in {time.time() - start:.1f}s."
         )
     return path
+
+
+class TFLiteConversionError(ValueError):
+    """The TFLite converter failed; `str()` is short, `.details` has its full output."""
+
+    def __init__(self, model, quantization, error):
+        self.details = str(error)
+        lines = [line for line in self.details.splitlines() if line.strip()]
+        summary = "\n".join(line[:300] for line in lines[:3])
+        more = f"\n... ({len(lines) - 3} more lines in the exception's .details)" if len(lines) > 3 else ""
+        super().__init__(
+            f"TFLite conversion ({quantization or 'float32'}) of model {model.name!r} failed "
+            f"({type(error).__name__}):\n{summary}{more}"
+        )
+
+
+def _is_mixed(policy):
+    name = getattr(policy, "name", policy)
+    return isinstance(name, str) and name.startswith("mixed_")
+
+
+def _float32_policies(config):
+    """`config` with every mixed-precision dtype policy replaced by float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and _is_mixed(config.get("config", {}).get("name")):
+            return dict(config, config=dict(config["config"], name="float32"))
+        return {key: ("float32" if key == "dtype" and _is_mixed(value) else _float32_policies(value))
+                for key, value in config.items() if key != "compile_config"}
+    if isinstance(config, (list, tuple)):
+        return type(config)(_float32_policies(value) for value in config)
+    return config
+
+
+def float32_copy(model):
+    """`model` itself, or for a mixed-precision model a float32 copy with its weights.
+
+    A `mixed_bfloat16` / `mixed_float16` model computes in bf16 / fp16 (its variables
+    are float32), which the TFLite converter cannot take (bf16 ops have no TFLite
+    kernels). The copy is rebuilt from the model's config with every mixed policy
+    replaced by float32 and gets the same weights, so it computes the same function in
+    float32 (its scores differ from the mixed model's by the bf16 round-off only).
+
+    Example:
+
+    >>> import keras, keras_transfer
+    >>> from keras_transfer import performance, tflite
+    >>> _ = performance.set_precision("mixed_bfloat16")
+    >>> try:
+    ...     model = keras_transfer.build_classifier("mnist_mlp", 3, weights=None)
+    ... finally:
+    ...     _ = performance.set_precision("float32")
+    >>> copy = tflite.float32_copy(model)
+    >>> model.get_layer("backbone").compute_dtype, copy.get_layer("backbone").compute_dtype
+    ('bfloat16', 'float32')
+    >>> tflite.float32_copy(copy) is copy
+    True
+    """
+    if not any(_is_mixed(layer.dtype_policy) for layer in model._flatten_layers(include_self=True)):
+        return model
+    config = _float32_policies(keras.saving.serialize_keras_object(model))
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        copy = keras.saving.deserialize_keras_object(config)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    weights = model.get_weights()
+    copy.set_weights([
+        np.asarray(w, np.float32) if np.issubdtype(np.asarray(w).dtype, np.floating) else w
+        for w in weights
+    ])
+    return copy
 
 
 def _convert(model, shape, quantization, calibration):

@@ -10,6 +10,8 @@ TF Serving only loads the integer folders, so the rest never confuses it.
 import dataclasses
 import json
 import os
+import shutil
+import uuid
 
 import keras
 import numpy as np
@@ -383,11 +385,21 @@ def train_from_folder(
             f"{recipe.epochs} epochs at {rate:g} (cosine decay, label smoothing "
             f"{recipe.label_smoothing:g}, at least {recipe.min_steps} steps; no head stage, so "
             f"head_epochs/--head-epochs is not used). Checkpoints in {run_dir}.")
+        # BatchNorm from random weights in a short run: its moving statistics would stay
+        # near their initial values (a chance-level model in inference mode and in every
+        # export), so they are re-estimated on the training images, unaugmented.
+        passes = -(-len(folder.train_files.paths) // recipe.batch_size)
+        steps = recipe.epochs * training.run_length(passes, recipe.epochs, recipe.min_steps)
+        recalibration = []
+        if training.batchnorm_run_is_short(model, steps):
+            recalibration = [training.RecalibrateBatchNorm(
+                folder.train_plain, batch_size=recipe.batch_size, model=model, log=log)]
         history = training.train(
             model, folder.train, folder.validation, epochs=recipe.epochs,
             learning_rate=rate, batch_size=recipe.batch_size,
             label_smoothing=recipe.label_smoothing, cosine=recipe.cosine,
-            min_steps=recipe.min_steps, workdir=os.path.join(run_dir, "all"), **train_kwargs,
+            min_steps=recipe.min_steps, workdir=os.path.join(run_dir, "all"),
+            recalibrate_batchnorm=False, callbacks=recalibration, **train_kwargs,
         )
         ran = getattr(history, "epoch", None)
         if ran and ran[-1] + 1 < recipe.epochs:
@@ -576,13 +588,28 @@ def export_model(
     written = {}
     if kinds:
         directory = os.path.join(base_dir, "tflite", str(version))
-        export_lib.write_labels(directory, export_lib.read_labels(path))
+        # Written to a staging folder and moved into place: a failed conversion leaves
+        # no tflite/<version>/ behind (a mixed-precision model converts from a float32
+        # copy, see tflite.float32_copy).
+        parent = os.path.join(base_dir, "tflite")
+        parent_existed = os.path.isdir(parent)
+        staging = os.path.join(parent, f".{version}.tmp-{uuid.uuid4().hex}")
+        try:
+            export_lib.write_labels(staging, export_lib.read_labels(path))
+            float_model = tflite_lib.float32_copy(model)
+            for kind in kinds:
+                tflite_lib.export_tflite(
+                    float_model, os.path.join(staging, f"model_{kind}.tflite"),
+                    quantization="int8" if kind == "int8" else None,
+                    representative_data=calibration_data,
+                )
+            _move_into_place(staging, directory)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not parent_existed and os.path.isdir(parent) and not os.listdir(parent):
+                os.rmdir(parent)
         for kind in kinds:
             file = os.path.join(directory, f"model_{kind}.tflite")
-            tflite_lib.export_tflite(
-                model, file, quantization="int8" if kind == "int8" else None,
-                representative_data=calibration_data,
-            )
             written[kind] = file
             log(f"TFLite {kind} exported to {file} ({os.path.getsize(file) / 1e6:.2f} MB)")
     accuracy = {}
@@ -596,6 +623,15 @@ def export_model(
         log(f"accuracy on {title}: " + ", ".join(
             f"{kind} {value:.4f}" for kind, value in accuracy.items()))
     return ExportResult(saved_model=path, tflite=written, accuracy=accuracy)
+
+
+def _move_into_place(staging, directory):
+    """Renames `staging` to `directory`, or moves its files into an existing one."""
+    if not os.path.exists(directory):
+        os.replace(staging, directory)
+        return
+    for name in os.listdir(staging):
+        os.replace(os.path.join(staging, name), os.path.join(directory, name))
 
 
 @dataclasses.dataclass

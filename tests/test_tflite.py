@@ -135,3 +135,60 @@ def test_bad_arguments(trained, files, tmp_path):
         runner.predict(np.zeros((2, 32, 32, 3)))
     with pytest.raises(ValueError, match="same length"):
         tflite.evaluate_tflite(runner, np.zeros((3, 28, 28, 1)), [0, 1])
+
+
+@pytest.fixture(scope="module")
+def mixed(mnist):
+    """The MNIST CNN built and trained under mixed_bfloat16 (policy restored after)."""
+    from keras_transfer import performance
+
+    keras.utils.set_random_seed(0)
+    performance.set_precision("mixed_bfloat16")
+    try:
+        model = keras_transfer.build_classifier("mnist_cnn", 10, weights=None)
+        keras_transfer.train(model, (mnist.x[:2000], mnist.y[:2000]), epochs=1, batch_size=64, verbose=0)
+    finally:
+        performance.set_precision("float32")
+    assert model.get_layer("backbone").compute_dtype == "bfloat16"
+    return model
+
+
+def test_mixed_bfloat16_models_export_float32_and_int8(mixed, mnist, tmp_path):
+    from keras_transfer import workflows
+
+    x, y = mnist.x[3500:4000], mnist.y[3500:4000]
+    expected = mixed.predict(x, verbose=0).argmax(-1)
+    assert np.mean(expected == y) > 0.8
+    result = workflows.export_model(
+        mixed, str(tmp_path / "digits"), class_names=[str(i) for i in range(10)],
+        tflite=("float32", "int8"), calibration_data=mnist.x[:2000], eval_data=(x, y), log=None)
+    for kind, least in (("float32", 0.98), ("int8", 0.95)):
+        runner = tflite.TFLiteClassifier(result.tflite[kind])
+        agreement = np.mean(runner.predict(x).argmax(-1) == expected)
+        assert agreement >= least, (kind, agreement)
+    # The SavedModel serves the mixed model itself.
+    served = tf.saved_model.load(result.saved_model).signatures["serve"]
+    outputs = served(images=tf.constant(x, tf.float32))
+    assert np.mean(outputs["class_id"].numpy() == expected) >= 0.98
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), mixed.predict(x, verbose=0), atol=2e-2)
+    # The float32 copy computes the mixed model's function in float32.
+    copy = tflite.float32_copy(mixed)
+    assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
+    np.testing.assert_allclose(copy.predict(x[:64], verbose=0), mixed.predict(x[:64], verbose=0), atol=2e-2)
+
+
+def test_a_failed_conversion_leaves_no_tflite_folder_and_a_short_error(trained, tmp_path, monkeypatch):
+    from keras_transfer import workflows
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("\n".join(f"error: op {i} cannot be converted" for i in range(200)))
+
+    monkeypatch.setattr(tflite, "_convert", broken)
+    base = tmp_path / "digits"
+    with pytest.raises(tflite.TFLiteConversionError) as info:
+        workflows.export_model(trained["model"], str(base), tflite=("float32",), log=None)
+    message = str(info.value)
+    assert "TFLite conversion (float32)" in message and len(message.splitlines()) <= 6, message
+    assert "op 199" in info.value.details and isinstance(info.value, ValueError)
+    assert not os.path.exists(base / "tflite")  # no tflite/1/, no staging folder left
+    assert os.path.exists(base / "1" / "saved_model.pb")  # the SavedModel is complete

@@ -148,3 +148,81 @@ def test_fine_tune_defaults_transfer_a_users_own_source_model(mnist):
     assert not np.allclose(model.get_layer("backbone").get_layer("c1").get_weights()[0], before)
     accuracy = keras_transfer.evaluate_classifier(model, (x_tgt[1500:], y_tgt[1500:])).accuracy
     assert accuracy > 0.75, accuracy
+
+
+def _conv_bn_model(num_classes=3, momentum=0.999, frozen_bn=False):
+    """A tiny conv + BatchNorm classifier with the BatchNorm inside a nested model."""
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(momentum=momentum, name="bn")(x)
+    body = keras.Model(inputs, keras.layers.ReLU()(x), name="backbone")
+    outer = keras.Input((28, 28, 1))
+    x = body(outer)
+    frozen = keras.layers.BatchNormalization(name="frozen_bn")
+    x = frozen(x)
+    frozen.trainable = not frozen_bn
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.5)(x)
+    return keras.Model(outer, keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x))
+
+
+def test_recalibrate_batchnorm_gives_the_data_statistics(mnist):
+    keras.utils.set_random_seed(0)
+    model = _conv_bn_model(frozen_bn=True)
+    x = mnist.x[:200].astype("float32") / 255.0  # small values: float32 moments to 1e-4
+    frozen = model.get_layer("frozen_bn")
+    before = [w.numpy() for w in frozen.weights]
+    result = training.recalibrate_batchnorm(model, (x, mnist.y[:200]), batch_size=64)
+    assert (result.layers, result.images) == (1, 200)
+    assert str(result) == "Re-estimated BatchNorm statistics of 1 layers on 200 training images"
+    bn = model.get_layer("backbone").get_layer("bn")
+    features = model.get_layer("backbone").get_layer("conv")(x).numpy()
+    np.testing.assert_allclose(bn.moving_mean.numpy(), features.mean((0, 1, 2)), atol=1e-4, rtol=1e-5)
+    batches = [features[i:i + 64] for i in range(0, 200, 64)]  # exact average of batch variances
+    variance = np.average([b.var((0, 1, 2)) for b in batches], axis=0, weights=[len(b) for b in batches])
+    np.testing.assert_allclose(bn.moving_variance.numpy(), variance, atol=1e-4, rtol=1e-5)
+    for weight, value in zip(frozen.weights, before):  # a frozen BatchNorm is left alone
+        np.testing.assert_array_equal(weight.numpy(), value)
+    assert bn.momentum == 0.999 and "call" not in vars(bn) and "momentum" in vars(bn)
+    # One batch of everything: inference mode now computes what training mode computes.
+    training.recalibrate_batchnorm(model, x, batch_size=200)
+    body = model.get_layer("backbone")
+    np.testing.assert_allclose(body(x, training=False).numpy(), body(x, training=True).numpy(), atol=1e-4)
+
+
+def test_train_recalibrates_a_short_run_from_random_weights_and_warns_otherwise(mnist, capsys):
+    """BatchNorm with momentum 0.999 trained for 50 steps: in inference mode its
+    statistics are still near (0, 1), so validation sits at chance; `train` re-estimates
+    them ("auto": a short run), and warns when told not to."""
+    keep = np.isin(mnist.y, [0, 1, 2])
+    x, y = mnist.x[keep][:600], mnist.y[keep][:600]
+    train_data, validation = (x[:480], y[:480]), (x[480:], y[480:])
+    results = {}
+    for recalibrate in (False, "auto"):
+        keras.utils.set_random_seed(0)
+        model = _conv_bn_model()
+        history = training.train(model, train_data, validation, epochs=5, learning_rate=3e-3,
+                                 batch_size=48, verbose=2, recalibrate_batchnorm=recalibrate)
+        accuracy = float(np.mean(model.predict(validation[0], verbose=0).argmax(-1) == validation[1]))
+        results[recalibrate] = (history.history, accuracy, capsys.readouterr().out)
+    history, accuracy, out = results[False]
+    assert history["accuracy"][-1] > 0.55 and abs(accuracy - 1 / 3) < 0.1, (history, accuracy)
+    assert "Warning: validation accuracy has stayed at chance level" in out
+    assert "Re-estimated" not in out
+    history, accuracy, out = results["auto"]
+    assert "Re-estimated BatchNorm statistics of 2 layers on 480 training images" in out
+    assert accuracy > 0.6 and history["val_accuracy"][-1] == pytest.approx(accuracy, abs=1e-6)
+    assert "chance level" not in out
+
+
+def test_chance_level_warning_needs_two_epochs_and_learning():
+    lines = []
+    callback = training.ChanceLevelWarning(4, log=lines.append)
+    for logs in ({"accuracy": 0.9, "val_accuracy": 0.25}, {"accuracy": 0.6, "val_accuracy": 0.5},
+                 {"accuracy": 0.3, "val_accuracy": 0.25}, {"accuracy": 0.8, "val_accuracy": 0.26}):
+        callback.on_epoch_end(0, logs)
+    assert lines == []  # never two chance epochs in a row with training above chance
+    callback.on_epoch_end(0, {"accuracy": 0.85, "val_accuracy": 0.24})
+    assert len(lines) == 1 and "1/4 = 0.250" in lines[0] and "0.850" in lines[0]
+    callback.on_epoch_end(0, {"accuracy": 0.9, "val_accuracy": 0.25})
+    assert len(lines) == 1  # once per run

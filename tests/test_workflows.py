@@ -297,3 +297,40 @@ def test_a_one_stage_run_stopped_early_says_so(mnist, tmp_path):
     epochs_run = [line for line in out.splitlines() if line.startswith("Epoch ")]
     assert len(epochs_run) < 6, out[-2000:]
     assert f"Early stopping: stopped after epoch {len(epochs_run)} of 6" in out
+
+
+@pytest.fixture(scope="module")
+def photos_dir(tmp_path_factory):
+    """3 classes of 60 random 32x32 crops of real colour photos (scikit-image)."""
+    from testing import write_photo_crops
+
+    root = str(tmp_path_factory.mktemp("photos") / "photos")
+    write_photo_crops(root, size=32, per_class=60)
+    return root
+
+
+@pytest.mark.large
+def test_batchnorm_from_random_weights_gives_a_usable_model_and_exports(photos_dir, tmp_path, capsys):
+    """MobileNetV3 from random weights, 4 epochs: BatchNorm statistics (momentum 0.999)
+    would stay near their initial values and every export would be at chance (1/3);
+    they are re-estimated on the training images, and the run says so."""
+    output = str(tmp_path / "out")
+    result = workflows.train_from_folder(
+        photos_dir, backbone="mobilenet_v3_small", weights=None, image_size=32,
+        output=output, head_epochs=0, epochs=4, batch_size=32, patience=None,
+        tflite=("float32",), verbose=0)
+    out = capsys.readouterr().out
+    assert "Re-estimated BatchNorm statistics of 34 layers on 144 training images" in out
+    accuracy = result.export.accuracy
+    assert accuracy["keras"] >= 0.6, accuracy  # chance is 0.333
+    assert accuracy["float32"] == pytest.approx(accuracy["keras"], abs=1e-9)
+    # The SavedModel and the TFLite file give the Keras model's classes.
+    model, names = result.model, result.class_names
+    x, y = workflows.load_labelled_folder(photos_dir, model, names, log=None)
+    keras_classes = model.predict(x, verbose=0).argmax(-1)
+    served = tf.saved_model.load(result.export.saved_model).signatures["serve"]
+    served_classes = served(images=tf.constant(x, tf.float32))["class_id"].numpy()
+    tflite_classes = keras_transfer.TFLiteClassifier(result.export.tflite["float32"]).predict(x).argmax(-1)
+    assert np.mean(served_classes == keras_classes) >= 0.99
+    assert np.mean(tflite_classes == keras_classes) >= 0.99
+    assert np.mean(keras_classes == y) >= 0.6

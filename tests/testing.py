@@ -121,3 +121,27 @@ def write_fake_image(path, contents=b"This is not an image, whatever its name sa
     with open(path, "wb") as handle:
         handle.write(contents)
     return path
+
+
+def write_photo_crops(directory, size=32, per_class=60, seed=0):
+    """Random square crops of three real colour photos (scikit-image's astronaut, coffee
+    and chelsea), resized to `size` and written as PNGs to `directory/<photo>/<i>.png`.
+
+    Returns the class names. Crops span 2 * `size` pixels to half the photo's short side,
+    so a class is one photo seen at many places and scales (real textures and colours).
+    """
+    import skimage.data
+
+    rng = np.random.default_rng(seed)
+    photos = {"astronaut": skimage.data.astronaut(), "chelsea": skimage.data.chelsea(),
+              "coffee": skimage.data.coffee()}
+    for name, photo in photos.items():
+        os.makedirs(os.path.join(directory, name), exist_ok=True)
+        height, width = photo.shape[:2]
+        for i in range(per_class):
+            side = int(rng.integers(2 * size, min(height, width) // 2))
+            top, left = rng.integers(0, height - side), rng.integers(0, width - side)
+            crop = tf.image.resize(photo[top:top + side, left:left + side], (size, size), antialias=True)
+            crop = tf.cast(tf.clip_by_value(tf.round(crop), 0, 255), tf.uint8)
+            tf.io.write_file(os.path.join(directory, name, f"{i}.png"), tf.io.encode_png(crop))
+    return sorted(photos)
