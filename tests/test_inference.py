@@ -110,8 +110,14 @@ def test_bad_arguments(monkeypatch):
     with pytest.raises(ValueError, match="fully known"):
         inference.optimize_for_inference(free)
     monkeypatch.setattr(performance, "_cpu_flags", lambda: {"avx2"})
+    # An AVX2-only CPU, whatever this machine is (on AMD EPYC TensorFlow also leaves
+    # oneDNN off, which has its own message, checked below).
+    monkeypatch.setattr(performance, "_onednn_enabled", lambda: True)
     assert not performance.bf16_supported() and not performance.has_amx()
     with pytest.raises(RuntimeError, match="no native bfloat16"):
+        inference.optimize_for_inference(model, precision="bfloat16")
+    monkeypatch.setattr(performance, "_onednn_enabled", lambda: False)
+    with pytest.raises(RuntimeError, match="oneDNN kernels are off"):
         inference.optimize_for_inference(model, precision="bfloat16")
 
 
