@@ -815,6 +815,19 @@ def recipe_for(backbone):
     return RECIPES[backbone_kind(backbone)]
 
 
+def resolve_recipe(recipe, backbone, **overrides):
+    """`recipe` (a `Recipe`, a name in `RECIPES`, or `None` for `recipe_for(backbone)`)
+    with the `overrides` that are not `None`: what `fine_tune` and `train_from_folder`
+    train with."""
+    if recipe is None:
+        recipe = recipe_for(backbone)
+    elif isinstance(recipe, str):
+        if recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {sorted(RECIPES)} or a Recipe. Received: recipe={recipe!r}")
+        recipe = RECIPES[recipe]
+    return recipe.replace(**overrides)
+
+
 @dataclasses.dataclass
 class TwoStageHistory:
     """Both stages' metrics, epoch by epoch, and where the second stage started."""
@@ -899,15 +912,9 @@ def fine_tune(
             f"Model {model.name!r} has no layer named {backbone!r} to fine-tune. "
             f"Received: backbone={backbone!r}"
         ) from None
-    if recipe is None:
-        recipe = recipe_for(model)
-    elif isinstance(recipe, str):
-        if recipe not in RECIPES:
-            raise ValueError(f"recipe must be one of {sorted(RECIPES)} or a Recipe. Received: recipe={recipe!r}")
-        recipe = RECIPES[recipe]
     fields = {field.name for field in dataclasses.fields(Recipe)}
-    recipe = recipe.replace(
-        head_epochs=head_epochs, epochs=epochs, head_learning_rate=head_learning_rate,
+    recipe = resolve_recipe(
+        recipe, model, head_epochs=head_epochs, epochs=epochs, head_learning_rate=head_learning_rate,
         learning_rate=learning_rate, unfreeze_fraction=unfreeze_fraction,
         freeze_batchnorm=freeze_batchnorm,
         **{key: train_kwargs.pop(key) for key in list(train_kwargs) if key in fields},
@@ -926,8 +933,8 @@ def fine_tune(
     def stage_dir(name):
         return os.path.join(workdir, name) if workdir else None
 
+    freezing.freeze(body)
     if recipe.head_epochs > 0:
-        freezing.freeze(body)
         if head_path and os.path.exists(head_path):
             model.load_weights(head_path)
             if verbose:
@@ -941,9 +948,7 @@ def fine_tune(
             merged = {key: list(values) for key, values in first.history.items()}
             if head_path:
                 model.save_weights(head_path)
-    freezing.freeze(body)
     freezing.unfreeze(body, fraction=recipe.unfreeze_fraction, freeze_batchnorm=recipe.freeze_batchnorm)
-    freezing.sync_trainable(model)
     second = train(
         model, train_data, validation_data, epochs=recipe.head_epochs + recipe.epochs,
         initial_epoch=recipe.head_epochs, learning_rate=recipe.learning_rate,

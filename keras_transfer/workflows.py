@@ -348,12 +348,8 @@ def train_from_folder(
         backbone, len(class_names), weights=weights, input_shape=shape, dropout=dropout,
     )
     pretrained = not isinstance(backbone, str) or weights is not None or backbone.startswith("hub:")
-    if recipe is None:
-        recipe = training.recipe_for(backbone)
-    elif isinstance(recipe, str):
-        recipe = training.RECIPES[recipe]
-    recipe = recipe.replace(
-        head_epochs=head_epochs, epochs=epochs, head_learning_rate=head_learning_rate,
+    recipe = training.resolve_recipe(
+        recipe, backbone, head_epochs=head_epochs, epochs=epochs, head_learning_rate=head_learning_rate,
         learning_rate=learning_rate, unfreeze_fraction=unfreeze_fraction, batch_size=batch_size,
         min_steps=min_steps,
     )
