@@ -11,10 +11,10 @@ What it does, mirroring `keras_transfer.demo.run_demo` run by run:
   [Conv 3x3 64 relu -> max-pool 2 -> Conv 3x3 128 relu -> max-pool 2 ->] Flatten ->
   Dense 128 relu (the backbone) -> Dropout 0.2 -> Dense num_classes (the head), with
   Keras's initialisation (Glorot-uniform kernels, zero biases).
-* Recipe (`keras_transfer.demo.Recipe`): Adam (epsilon 1e-7) with cosine decay to zero
+* Recipe (`keras_transfer.demo.Settings`: `training.RECIPES["small"]`): Adam (epsilon 1e-7) with cosine decay to zero
   over each run, cross-entropy with label smoothing 0.1, batch 32 drawn from a reshuffled
   repeated stream of the run's examples, the same numbers of steps (400 per few-shot run,
-  20 epochs for "all", 10 epochs for the source, validated 5 times), the same learning
+  20 epochs for "all", 10 epochs for the source, validated after each), the same learning
   rates (scratch 3e-3, frozen head 1e-2, fine-tune 3e-3, source 1e-3). Augmentation on each
   batch: random shift 0.1, rotation 0.05 x 2 pi, zoom 0.1 (the Keras layers' parameter
   ranges, zero fill, bilinear), composed into one affine transform per image and applied
@@ -45,6 +45,7 @@ lines and table as the demo, and with `--json` writes phase timings for
 import argparse
 import copy
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -107,6 +108,11 @@ def _initial_state(backbone, num_classes, seed):
     return copy.deepcopy(Classifier(backbone, num_classes).state_dict())
 
 
+# The augmentation of `keras_transfer.data.default_augmentation` (its defaults), which
+# `train(..., augment=True)` applies.
+_AUGMENT = inspect.signature(data_lib.default_augmentation).parameters
+TRANSLATION, ROTATION, ZOOM = (_AUGMENT[name].default for name in ("translation", "rotation", "zoom"))
+
 # Training.
 
 
@@ -118,10 +124,10 @@ def _augmentation_matrices(count, recipe, generator):
         return torch.rand(count, generator=generator) * (high - low) + low
 
     # Shifts are fractions of the size; normalised coordinates span 2 (align_corners).
-    shift_x = uniform(-recipe.translation, recipe.translation) * 2 * 28 / 27
-    shift_y = uniform(-recipe.translation, recipe.translation) * 2 * 28 / 27
-    angle = uniform(-recipe.rotation, recipe.rotation) * 2 * math.pi
-    zoom = uniform(1 - recipe.zoom, 1 + recipe.zoom)
+    shift_x = uniform(-TRANSLATION, TRANSLATION) * 2 * 28 / 27
+    shift_y = uniform(-TRANSLATION, TRANSLATION) * 2 * 28 / 27
+    angle = uniform(-ROTATION, ROTATION) * 2 * math.pi
+    zoom = uniform(1 - ZOOM, 1 + ZOOM)
     cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
     return torch.stack([
         torch.stack([cos, -sin, shift_x], 1),
@@ -134,9 +140,10 @@ def _augment(images, matrices):
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
-def fit(model, x, y, steps, learning_rate, recipe, seed, validation=None, params=None):
+def fit(model, x, y, steps, learning_rate, recipe, seed, validation=None, params=None, epochs=1):
     """`steps` Adam steps on batches of 32 from a reshuffled repeated stream of (x, y);
-    returns a Keras-like history (5 "epochs" with validation, as the demo's source)."""
+    returns a Keras-like history (`epochs` of them, each validated when `validation` is
+    given, as the demo's source)."""
     generator = torch.Generator().manual_seed(seed)
     batch = recipe.batch_size
     epochs_of_data = math.ceil(steps * batch / len(x))
@@ -146,7 +153,7 @@ def fit(model, x, y, steps, learning_rate, recipe, seed, validation=None, params
         if recipe.augment else None
     params = [p for p in (params or model.parameters()) if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=learning_rate, eps=1e-7, foreach=True)
-    chunks = 5 if validation is not None and steps >= 5 else 1
+    chunks = max(1, min(epochs, steps))
     history = {"loss": [], "accuracy": []}
     if validation is not None:
         history.update(val_loss=[], val_accuracy=[])
@@ -202,18 +209,19 @@ def _tensors(x, y):
 
 
 def steps_for(recipe, budget, size):
-    return recipe.steps_for(budget, size)
+    return demo.steps_for(recipe, size)
 
 
 # The pipeline.
 
 
 def run_pipeline(output_dir, *, sources=("cnn", "mlp"), budgets=(1, 5, 10, "all"), seeds=(0, 1),
-                 recipe=None, smoke=False, log=print):
+                 settings=None, smoke=False, log=print):
     """The demo's pipeline in PyTorch; returns `{table, results, timings, ...}`."""
-    recipe = recipe or demo.Recipe()
+    settings = settings or demo.Settings()
     if smoke:
-        recipe = demo.shortened(recipe)
+        settings = demo.shortened(settings)
+    recipe = settings.recipe
         budgets, seeds, sources = (1, 5), (0,), tuple(sources)[:1]
     backbones_by_source = {"cnn": "mnist_cnn", "mlp": "mnist_mlp"}
     timings = {}
@@ -240,9 +248,9 @@ def run_pipeline(output_dir, *, sources=("cnn", "mlp"), budgets=(1, 5, 10, "all"
         run_start = time.perf_counter()
         torch.manual_seed(0)
         source_model = Classifier(backbone, 5)
-        steps = recipe.source_epochs * len(sx) // recipe.batch_size
-        histories[source] = fit(source_model, *source_train, steps, recipe.source_learning_rate,
-                                recipe, seed=0, validation=source_test)
+        steps = settings.source_epochs * (len(sx) // recipe.batch_size)
+        histories[source] = fit(source_model, *source_train, steps, settings.source_learning_rate,
+                                recipe, seed=0, validation=source_test, epochs=settings.source_epochs)
         _, accuracy = evaluate(source_model, *source_test)
         log(f"source {backbone}: MNIST 0-4 test accuracy {accuracy:.4f} "
             f"({time.perf_counter() - run_start:.1f}s)")
@@ -265,9 +273,9 @@ def run_pipeline(output_dir, *, sources=("cnn", "mlp"), budgets=(1, 5, 10, "all"
                             model.backbone.requires_grad_(False)
                             params = list(model.head.parameters())
                         rate = {
-                            "scratch": recipe.learning_rate,
+                            "scratch": recipe.scratch_learning_rate,
                             "frozen": recipe.head_learning_rate,
-                            "fine-tune": recipe.fine_tune_learning_rate,
+                            "fine-tune": recipe.learning_rate,
                         }[method]
                         fit(model, x, y, steps, rate, recipe, seed=seed, params=params)
                         _, accuracy = evaluate(model, *tests[target.name])

@@ -71,9 +71,11 @@ def build_parser():
                       help="training recipe: the tuned default (augmentation, label smoothing, "
                            "cosine decay) or the plain Keras-guide one (Adam 1e-3, no "
                            "augmentation), for a side-by-side comparison (default: default)")
-    demo.add_argument("--steps", type=int, default=None, help="optimizer steps of a few-shot run")
+    demo.add_argument("--steps", type=int, default=None,
+                      help="the recipe's min_steps: optimizer steps of a few-shot run (default: 400)")
     demo.add_argument("--epochs", type=int, default=None,
-                      help="epochs over the whole pool for the source and the 'all' budget")
+                      help="epochs over the whole pool for the source and the 'all' budget "
+                           "(default: 10 and 20)")
     demo.add_argument("--smoke", action="store_true", help="a seconds-long run for tests")
 
     commands.add_parser("backbones", help="list the backbone registry names")
@@ -317,20 +319,14 @@ def _dispatch(args):
                   f"{spec.channels} ch  {'imagenet' if spec.pretrained else 'no weights'}")
         return 0
     if args.command == "demo":
-        import dataclasses
-
         from keras_transfer import demo
 
-        recipe = demo.RECIPES[args.recipe]
-        changes = {}
-        if args.steps is not None:
-            changes["steps"] = args.steps
-        if args.epochs is not None:
-            changes.update(all_epochs=args.epochs, source_epochs=args.epochs)
-        recipe = dataclasses.replace(recipe, **changes)
+        settings = demo.SETTINGS[args.recipe].replace(
+            min_steps=args.steps, epochs=args.epochs, source_epochs=args.epochs,
+        )
         demo.run_demo(
             args.output, sources=tuple(s.strip() for s in args.sources.split(",")),
-            budgets=args.budgets, seeds=args.seeds, recipe=recipe, smoke=args.smoke,
+            budgets=args.budgets, seeds=args.seeds, settings=settings, smoke=args.smoke,
             # A comparison run reports beside the default one and exports nothing.
             report_name="demo" if args.recipe == "default" else f"demo_{args.recipe}",
             export_models=args.recipe == "default",

@@ -7,29 +7,25 @@ ten classes, another scanner and resolution). For each, three methods are compar
 held-out target data, averaged over seeds: training from scratch, feature extraction
 (the source backbone frozen) and fine-tuning from the source weights.
 
-Few-shot runs are many tiny trainings, where Keras's per-`fit` set-up would dominate: each
-(target, method) gets one compiled model that every run resets (weights from a per-seed
-snapshot, optimizer state zeroed) instead of rebuilding and retracing it. A run is a
-finite stream of exactly its steps, executed `steps_per_execution` (100) at a time, so a
-few-shot run is 4 calls into the compiled loop; target runs skip the accuracy metric
-(only the source's learning curves need it) and score the test set with one traced call.
+Every run is a call a user makes (`run_method`): `transfer_weights` from the source,
+then `fine_tune` with the library's recipe for a small source model
+(`training.RECIPES["small"]`: augmentation, label smoothing, cosine decay, at least
+`min_steps` steps), and `evaluate_classifier` on the test split. There is no demo-only
+training loop: what the table shows, `fine_tune(model, (x, y))` gets.
 `results.json` records where the time went (`timings`: data, train_eval, plots, export).
 """
 
 import dataclasses
 import json
-import math
 import os
 import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_transfer import builders
 from keras_transfer import data
 from keras_transfer import evaluation
-from keras_transfer import freezing
 from keras_transfer import training
 from keras_transfer import weight_transfer
 from keras_transfer import workflows
@@ -37,59 +33,60 @@ from keras_transfer import workflows
 METHODS = ("scratch", "frozen", "fine-tune")
 
 
-_SMALL = training.RECIPES["small"]
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the demo trains with: the library's `training.Recipe` for every target run,
+    and how the source model is trained on MNIST 0-4.
 
+    The default recipe is `training.RECIPES["small"]`, chosen on validation splits
+    carved from each target's training pool (seeds 100, 101), never on the test split.
 
-@dataclasses.dataclass
-class Recipe:
-    """The demo's run settings: `training.RECIPES["small"]`, the library's recipe for a
-    small source model, spelled out per method (one source of truth for the numbers).
+    Example:
 
-    Chosen on a validation split carved from each target's training pool (seeds 100,
-    101), never on the test split. Each run is Adam with cosine decay to zero, label
-    smoothing 0.1, and light augmentation in tf.data (`data.default_augmentation`:
-    shift, rotate, zoom). `fine_tune(model, data)` on a small source model and
-    `train_from_folder` get the same values.
+    >>> from keras_transfer import demo
+    >>> settings = demo.Settings()
+    >>> settings.recipe.learning_rate, settings.recipe.min_steps, settings.source_epochs
+    (0.003, 400, 10)
     """
 
-    batch_size: int = _SMALL.batch_size
-    steps: int = _SMALL.min_steps  # optimizer steps of a few-shot run (k labels per class)
-    all_epochs: int = _SMALL.epochs  # epochs over the whole pool for the "all" budget
-    learning_rate: float = _SMALL.scratch_learning_rate  # scratch
-    head_learning_rate: float = _SMALL.head_learning_rate  # the head on a frozen backbone
-    fine_tune_learning_rate: float = _SMALL.learning_rate  # every layer, from the source weights
-    source_learning_rate: float = 1e-3
+    recipe: training.Recipe = training.RECIPES["small"]
     source_epochs: int = 10
-    label_smoothing: float = _SMALL.label_smoothing
-    translation: float = 0.1
-    rotation: float = 0.05
-    zoom: float = 0.1
-    # Batches per compiled call (an execution setting, not part of the recipe: runs take
-    # exactly their steps whatever it is).
-    steps_per_execution: int = 100
-    augment: bool = True
-    cosine: bool = True
+    source_learning_rate: float = 1e-3
 
-    def steps_for(self, budget, size):
-        if budget == "all":
-            return max(1, self.all_epochs * size // self.batch_size)
-        return self.steps
+    def replace(self, **changes):
+        """A copy with `changes`: `Settings` fields, or `Recipe` fields for the recipe."""
+        own = {f.name for f in dataclasses.fields(self)}
+        recipe_changes = {k: v for k, v in changes.items() if k not in own}
+        mine = {k: v for k, v in changes.items() if k in own and v is not None}
+        return dataclasses.replace(self, **mine, recipe=mine.get("recipe", self.recipe).replace(**recipe_changes))
 
 
-
-
-def shortened(recipe):
-    """The same recipe, shortened to a seconds-long run (for tests)."""
-    return dataclasses.replace(recipe, steps=20, all_epochs=1, source_epochs=1, steps_per_execution=5)
+def shortened(settings):
+    """The same settings, shortened to a seconds-long run (for tests)."""
+    return settings.replace(min_steps=20, epochs=1, head_epochs=0, source_epochs=1)
 
 
 # The plain recipe of the Keras transfer-learning guide, at the same training budget:
 # Adam 1e-3 throughout, batch 32, no augmentation, no label smoothing, constant rate.
-KERAS_GUIDE = Recipe(
-    learning_rate=1e-3, head_learning_rate=1e-3, fine_tune_learning_rate=1e-3,
+KERAS_GUIDE = Settings(recipe=training.RECIPES["small"].replace(
+    learning_rate=1e-3, head_learning_rate=1e-3, scratch_learning_rate=1e-3,
     label_smoothing=0.0, augment=False, cosine=False,
-)
-RECIPES = {"default": Recipe(), "keras-guide": KERAS_GUIDE}
+))
+SETTINGS = {"default": Settings(), "keras-guide": KERAS_GUIDE}
+
+
+def steps_for(recipe, size):
+    """Optimizer steps of one run on `size` images: `recipe.epochs` passes (full
+    batches), or `recipe.min_steps` if that is more (what `training.train` runs).
+
+    Example:
+
+    >>> from keras_transfer import demo, training
+    >>> demo.steps_for(training.RECIPES["small"], 50), demo.steps_for(training.RECIPES["small"], 2100)
+    (400, 1300)
+    """
+    passes = max(1, size // recipe.batch_size)
+    return recipe.epochs * training.run_length(passes, recipe.epochs, recipe.min_steps)
 
 
 @dataclasses.dataclass
@@ -123,104 +120,71 @@ def load_tasks(seed=0, verbose=True):
     return source, targets, mnist.source
 
 
-class RunLengthCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Cosine decay to zero (or a constant rate) over a run whose length and peak are set
-    per run through variables, so runs of any length share one compiled model."""
-
-    def __init__(self, learning_rate, decay=True):
-        self.peak = tf.Variable(float(learning_rate), trainable=False, dtype="float32")
-        self.total = tf.Variable(100.0, trainable=False, dtype="float32")
-        self.decay = decay
-
-    def __call__(self, step):
-        if not self.decay:
-            return tf.identity(self.peak)
-        progress = tf.minimum(tf.cast(step, "float32") / self.total, 1.0)
-        return self.peak * 0.5 * (1.0 + tf.cos(math.pi * progress))
-
-    def get_config(self):
-        return {"learning_rate": float(self.peak.numpy()), "decay": self.decay}
-
-
-class Runner:
-    """One compiled classifier reused by many short runs."""
-
-    def __init__(self, model, recipe, metrics=()):
-        self.model = model
-        self.recipe = recipe
-        self.schedule = RunLengthCosine(recipe.learning_rate, decay=recipe.cosine)
-        training.compile_classifier(
-            model,
-            optimizer=keras.optimizers.Adam(self.schedule),
-            steps_per_execution=recipe.steps_per_execution,
-            label_smoothing=recipe.label_smoothing,
-            metrics=metrics,
-        )
-        # Inference on a whole test set in one traced call: no data adapter per run.
-        self._predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-
-    def fit(self, dataset, steps, learning_rate, validation=None):
-        """Trains the model's current weights from a fresh optimizer state for exactly
-        `steps` steps of the (repeated) `dataset` (in 5 epochs, each validated, when
-        `validation` is given)."""
-        for variable in self.model.optimizer.variables:
-            if "learning_rate" not in variable.path:
-                variable.assign(tf.zeros_like(variable))
-        epochs = 5 if validation is not None and steps >= 5 else 1
-        per_epoch = steps // epochs
-        self.schedule.peak.assign(learning_rate)
-        self.schedule.total.assign(float(per_epoch * epochs))
-        # A finite stream of exactly the run's batches: each compiled call runs
-        # `steps_per_execution` of them, the last one what is left.
-        return self.model.fit(
-            dataset.take(per_epoch), epochs=epochs, validation_data=validation,
-            shuffle=False, verbose=0,
-        )
-
-    def accuracy(self, x, y):
-        # One batch: a fixed test set then has one shape, so nothing retraces.
-        predicted = np.argmax(self._predict(tf.constant(x, tf.float32)).numpy(), axis=-1)
-        return float(np.mean(predicted == y))
-
-
-def _pipeline(x, y, recipe, seed):
-    augment = None
-    if recipe.augment:
-        augment = data.default_augmentation(recipe.translation, recipe.rotation, recipe.zoom, seed=seed)
-    return data.make_dataset(
-        x, y, batch_size=recipe.batch_size, shuffle=True, seed=seed, repeat=True,
-        drop_remainder=True, augment=augment,
-    )
-
-
-def _initial_weights(backbone, num_classes, seed):
-    keras.utils.set_random_seed(seed)
-    return builders.build_classifier(backbone, num_classes, weights=None).get_weights()
-
-
-def train_source(backbone, source, recipe, seed=0, log=print):
-    """Trains a source classifier on MNIST 0-4; returns it, its accuracy and history."""
+def train_source(backbone, source, settings, seed=0, log=print):
+    """Trains a source classifier on MNIST 0-4 with `training.train`; returns it, its
+    test accuracy and its history (validated on the test split each epoch, for the
+    learning curves)."""
     (x, y), test = source
+    recipe = settings.recipe
     keras.utils.set_random_seed(seed)
     model = builders.build_classifier(backbone, 5, weights=None)
-    runner = Runner(model, recipe, metrics=("accuracy",))  # for the learning curves
     start = time.time()
-    steps = recipe.source_epochs * len(x) // recipe.batch_size
-    history = runner.fit(_pipeline(x, y, recipe, seed), steps, recipe.source_learning_rate, validation=test)
-    accuracy = runner.accuracy(*test)
+    history = training.train(
+        model, (x, y), test, epochs=settings.source_epochs,
+        learning_rate=settings.source_learning_rate, batch_size=recipe.batch_size,
+        label_smoothing=recipe.label_smoothing, cosine=recipe.cosine,
+        augment=True if recipe.augment else None, seed=seed, verbose=0,
+    )
+    accuracy = evaluation.evaluate_classifier(model, test).accuracy
     log(f"source {backbone}: MNIST 0-4 test accuracy {accuracy:.4f} ({time.time() - start:.1f}s)")
     return model, accuracy, history
 
 
-def run_target(source_model, backbone, target, recipe, budgets, seeds, log=print, on_run=None):
+def run_method(method, model, train_data, recipe, *, source=None, seed=None):
+    """One demo run, as a user writes it: `method` is `"scratch"` (every layer from
+    `model`'s current weights at the recipe's `scratch_learning_rate`), `"frozen"` (the
+    source backbone frozen, the head trained for the recipe's `epochs` at its
+    `head_learning_rate`) or `"fine-tune"` (`fine_tune` with the recipe). Weights are
+    copied from `source` (except the head) first, unless the method is scratch.
+
+    Example:
+
+    >>> import numpy as np, keras_transfer
+    >>> from keras_transfer import demo, training
+    >>> source = keras_transfer.build_classifier("mnist_mlp", 5, weights=None)
+    >>> model = keras_transfer.build_classifier("mnist_mlp", 2, weights=None)
+    >>> x = np.random.rand(16, 28, 28, 1) * 255
+    >>> y = (x.mean(axis=(1, 2, 3)) > 127.5).astype(int)
+    >>> recipe = training.RECIPES["small"].replace(epochs=1, min_steps=4)
+    >>> len(demo.run_method("frozen", model, (x, y), recipe, source=source).history["loss"])
+    1
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}. Received: method={method!r}")
+    if method != "scratch" and source is None:
+        raise ValueError(f"method {method!r} starts from a source model: pass source=.")
+    if method != "scratch":
+        weight_transfer.transfer_weights(source, model, exclude="predictions")
+    common = dict(recipe=recipe, seed=seed, verbose=0)
+    if method == "scratch":
+        return training.fine_tune(
+            model, train_data, head_epochs=0, unfreeze_fraction=1.0, freeze_batchnorm=False,
+            learning_rate=recipe.scratch_learning_rate, **common,
+        )
+    if method == "frozen":
+        return training.fine_tune(model, train_data, head_epochs=recipe.epochs, epochs=0, **common)
+    return training.fine_tune(model, train_data, **common)
+
+
+def run_target(source_model, backbone, target, settings, budgets, seeds, log=print, on_run=None):
     """Scratch / frozen / fine-tune runs on one target; returns {(method, budget): [acc]}."""
     num_classes = len(target.class_names)
-    full = Runner(builders.build_classifier(backbone, num_classes, weights=None), recipe)
-    frozen_model = builders.build_classifier(backbone, num_classes, weights=None)
-    freezing.freeze(frozen_model.get_layer("backbone"))
-    frozen = Runner(frozen_model, recipe)
+    model = builders.build_classifier(backbone, num_classes, weights=None)
     # One random initialisation per seed, shared by every budget and method.
-    initial_by_seed = {seed: _initial_weights(backbone, num_classes, 1000 + seed) for seed in seeds}
+    initial_by_seed = {}
+    for seed in seeds:
+        keras.utils.set_random_seed(1000 + seed)
+        initial_by_seed[seed] = builders.build_classifier(backbone, num_classes, weights=None).get_weights()
     results = {}
     for budget in budgets:
         for seed in seeds:
@@ -228,28 +192,18 @@ def run_target(source_model, backbone, target, recipe, budgets, seeds, log=print
                 x, y = target.pool
             else:
                 x, y = data.few_shot(*target.pool, budget, seed=seed)
-            dataset = _pipeline(x, y, recipe, seed)
-            steps = recipe.steps_for(budget, len(x))
             for method in METHODS:
                 start = time.time()
-                runner = frozen if method == "frozen" else full
-                runner.model.set_weights(initial_by_seed[seed])
-                if method != "scratch":
-                    weight_transfer.transfer_weights(source_model, runner.model, exclude="predictions")
-                rate = {
-                    "scratch": recipe.learning_rate,
-                    "frozen": recipe.head_learning_rate,
-                    "fine-tune": recipe.fine_tune_learning_rate,
-                }[method]
-                runner.fit(dataset, steps, rate)
-                accuracy = runner.accuracy(*target.test)
+                model.set_weights(initial_by_seed[seed])
+                run_method(method, model, (x, y), settings.recipe, source=source_model, seed=seed)
+                accuracy = evaluation.evaluate_classifier(model, target.test).accuracy
                 results.setdefault((method, budget), []).append(accuracy)
                 log(
                     f"  {target.title} [{backbone}] {_budget_label(budget)} seed {seed} "
                     f"{method}: {accuracy:.4f} ({time.time() - start:.1f}s)"
                 )
                 if on_run is not None:
-                    on_run(method, budget, accuracy, runner.model)
+                    on_run(method, budget, accuracy, model)
     return results
 
 
@@ -320,7 +274,7 @@ def run_demo(
     sources=("cnn", "mlp"),
     budgets=(1, 5, 10, "all"),
     seeds=(0, 1),
-    recipe=None,
+    settings=None,
     smoke=False,
     report_name="demo",
     export_models=True,
@@ -339,7 +293,8 @@ def run_demo(
         sources: which source backbones: `"cnn"`, `"mlp"`. Defaults to both.
         budgets: labelled examples per class, `"all"` for the whole pool.
         seeds: seeds to average over. Defaults to `(0, 1)`.
-        recipe: `Recipe`. Defaults to `Recipe()`.
+        settings: `Settings` (or a name in `SETTINGS`). Defaults to `Settings()`: the
+            library's `training.RECIPES["small"]`.
         smoke: bool. A seconds-long run of the recipe (1 source, 1 seed, k=1 and 5, few
             steps) for tests.
         report_name: str. Folder under `output_dir` for the table, results and plots.
@@ -351,9 +306,9 @@ def run_demo(
         dict with `table` (str), `results` (nested dict of mean accuracies), `exports`
         (paths) and `plots` (paths).
     """
-    recipe = recipe or Recipe()
+    settings = SETTINGS[settings] if isinstance(settings, str) else (settings or Settings())
     if smoke:
-        recipe = shortened(recipe)
+        settings = shortened(settings)
         budgets, seeds, sources = (1, 5), (0,), tuple(sources)[:1]
     backbones_by_source = {"cnn": "mnist_cnn", "mlp": "mnist_mlp"}
     unknown = [s for s in sources if s not in backbones_by_source]
@@ -377,7 +332,7 @@ def run_demo(
     train_start = time.time()
     for source in sources:
         backbone = backbones_by_source[source]
-        source_model, source_accuracy, history = train_source(backbone, source_task, recipe, log=log)
+        source_model, source_accuracy, history = train_source(backbone, source_task, settings, log=log)
         plot_start = time.time()
         plots.append(evaluation.plot_history(
             history, os.path.join(report_dir, f"source_{source}_curves.png"),
@@ -391,7 +346,7 @@ def run_demo(
                         and target.name not in chosen:
                     chosen[target.name] = (accuracy, model.get_weights(), model, method, budget, source)
 
-            results = run_target(source_model, backbone, target, recipe, budgets, seeds, log, keep)
+            results = run_target(source_model, backbone, target, settings, budgets, seeds, log, keep)
             rows.append((target.title, source, results))
 
     timings["train_eval"] = time.time() - train_start - timings["plots"]
@@ -430,7 +385,8 @@ def run_demo(
 
     summary = write_results(report_dir, rows, table, log, {
         "mnist": mnist_source,
-        "recipe": dataclasses.asdict(recipe),
+        "recipe": dataclasses.asdict(settings.recipe),
+        "source": {"epochs": settings.source_epochs, "learning_rate": settings.source_learning_rate},
         "seeds": list(seeds),
         "seconds": round(time.time() - start, 1),
         "timings": {key: round(value, 2) for key, value in timings.items()},

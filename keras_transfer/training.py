@@ -113,12 +113,14 @@ def training_callbacks(workdir=None, *, patience=None, monitor="val_loss"):
     return callbacks
 
 
-def as_dataset(data, model, *, batch_size=32, shuffle=False, seed=None, drop_remainder=False, augment=None):
+def as_dataset(data, model, *, batch_size=32, shuffle=False, seed=None, drop_remainder=False, augment=None,
+               repeat=False):
     """Turns `(x, y)` arrays into a pipeline checked against `model`; passes datasets on.
 
-    Arrays become `make_dataset(...)`: cached in memory, shuffled (if asked), batched
-    (`drop_remainder` only when there is at least one full batch), augmented (if asked)
-    and prefetched.
+    Arrays become `make_dataset(...)`: cached in memory, shuffled (if asked), repeated
+    (if asked: then every batch is full, even from fewer images than `batch_size`),
+    batched (`drop_remainder` only when there is at least one full batch), augmented
+    (if asked) and prefetched.
 
     Raises:
         ValueError: an empty set, labels outside the model's classes, or images whose
@@ -134,8 +136,8 @@ def as_dataset(data, model, *, batch_size=32, shuffle=False, seed=None, drop_rem
         x, y = data
         data = data_lib.make_dataset(
             x, y, batch_size=batch_size, shuffle=shuffle, seed=seed,
-            drop_remainder=drop_remainder and len(x) >= batch_size, num_classes=num_classes,
-            augment=augment,
+            drop_remainder=repeat or (drop_remainder and len(x) >= batch_size), num_classes=num_classes,
+            augment=augment, repeat=repeat,
         )
         image_shape = tuple(data.element_spec[0].shape[1:])
     else:
@@ -525,6 +527,7 @@ def train(
     )
     if verbose and (plan.use or (feature_cache is not False and _has_frozen_weights(model))):
         print(f"Feature cache {'on' if plan.use else 'off'}: {plan.reason}.")
+    repeated = False  # arrays repeated before batching (a step budget)
     if plan.use:
         fit_model = plan.split.head
         train_ds, validation_ds = _cached(
@@ -532,15 +535,20 @@ def train(
         )
     else:
         fit_model = model
+        # Arrays under a step budget repeat before batching, so every step is a full
+        # batch of `batch_size` (5 images make batches of 32, reshuffled each pass).
+        if not is_dataset and isinstance(train_data, (tuple, list)) and len(train_data) == 2:
+            full_batches = max(1, len(train_data[0]) // batch_size)
+            repeated = run_length(full_batches, epochs - initial_epoch, min_steps) > full_batches
         train_ds = as_dataset(
             train_data, model, batch_size=batch_size, shuffle=True, seed=seed,
-            drop_remainder=True, augment=augment,
+            drop_remainder=True, augment=augment, repeat=repeated,
         )
         validation_ds = None
         if validation_data is not None:
             validation_ds = as_dataset(validation_data, model, batch_size=batch_size)
 
-    passes = _steps_per_epoch(train_ds)
+    passes = full_batches if repeated else _steps_per_epoch(train_ds)
     steps_per_epoch = run_length(passes, epochs - initial_epoch, min_steps)
     if steps_per_epoch != passes:
         if verbose:
@@ -549,7 +557,8 @@ def train(
                 f"{epochs - initial_epoch} epochs runs {steps_per_epoch} steps, "
                 f"{steps_per_epoch * (epochs - initial_epoch)} in all (min_steps={min_steps})."
             )
-        train_ds = train_ds.repeat()
+        if not repeated:
+            train_ds = train_ds.repeat()
     if compile:
         rate = learning_rate
         if cosine:
@@ -590,7 +599,7 @@ def train(
         train_ds,
         validation_data=validation_ds,
         epochs=epochs,
-        steps_per_epoch=steps_per_epoch if steps_per_epoch != passes else None,
+        steps_per_epoch=steps_per_epoch if steps_per_epoch != passes or repeated else None,
         initial_epoch=initial_epoch,
         shuffle=False,  # the pipeline shuffles (as_dataset / make_dataset)
         callbacks=all_callbacks,
@@ -875,7 +884,9 @@ def fine_tune(
         recipe: `Recipe`, or a name in `RECIPES` (`"small"`, `"pretrained"`).
             Defaults to `recipe_for(model)`.
         head_epochs: int. Stage 1 epochs (0 skips it). Defaults to the recipe's.
-        epochs: int. Stage 2 epochs. Defaults to the recipe's.
+        epochs: int. Stage 2 epochs; `0` skips stage 2 (feature extraction: the head
+            trained on the frozen backbone, which stays frozen). Defaults to the
+            recipe's.
         head_learning_rate: float. Defaults to the recipe's.
         learning_rate: float. Stage 2 peak learning rate. Defaults to the recipe's.
         unfreeze_fraction: float. Share of the backbone's layers (from the top) to
@@ -919,6 +930,12 @@ def fine_tune(
         freeze_batchnorm=freeze_batchnorm,
         **{key: train_kwargs.pop(key) for key in list(train_kwargs) if key in fields},
     )
+    for field in ("head_epochs", "epochs"):
+        value = getattr(recipe, field)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{field} must be an integer >= 0. Received: {field}={value!r}")
+    if recipe.head_epochs + recipe.epochs == 0:
+        raise ValueError("Nothing to train: head_epochs and epochs are both 0.")
     verbose = default_verbose() if verbose == "auto" else verbose
     arrays = not isinstance(train_data, tf.data.Dataset)
     stage_kwargs = dict(
@@ -948,6 +965,8 @@ def fine_tune(
             merged = {key: list(values) for key, values in first.history.items()}
             if head_path:
                 model.save_weights(head_path)
+    if recipe.epochs == 0:  # feature extraction: the head only, the backbone stays frozen
+        return TwoStageHistory(history=merged, head_epochs=recipe.head_epochs, recipe=recipe)
     freezing.unfreeze(body, fraction=recipe.unfreeze_fraction, freeze_batchnorm=recipe.freeze_batchnorm)
     second = train(
         model, train_data, validation_data, epochs=recipe.head_epochs + recipe.epochs,

@@ -226,3 +226,40 @@ def test_chance_level_warning_needs_two_epochs_and_learning():
     assert len(lines) == 1 and "1/4 = 0.250" in lines[0] and "0.850" in lines[0]
     callback.on_epoch_end(0, {"accuracy": 0.9, "val_accuracy": 0.25})
     assert len(lines) == 1  # once per run
+
+
+def test_fine_tune_with_no_second_stage_trains_the_head_only(mnist):
+    x, y = data.few_shot(*data.subset_classes(mnist.x, mnist.y, range(3)), k=8, seed=0)
+    model = keras_transfer.build_classifier("mnist_mlp", 3, weights=None)
+    backbone_before = [w.copy() for w in model.get_layer("backbone").get_weights()]
+    head_before = model.get_layer("predictions").get_weights()[0].copy()
+    result = keras_transfer.fine_tune(model, (x, y), recipe="small", head_epochs=2, epochs=0,
+                                      min_steps=6, verbose=0)
+    assert len(result.history["loss"]) == 2
+    for before, after in zip(backbone_before, model.get_layer("backbone").get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert not np.array_equal(head_before, model.get_layer("predictions").get_weights()[0])
+    assert not model.get_layer("backbone").trainable  # it stays frozen: feature extraction
+    with pytest.raises(ValueError, match="both 0"):
+        keras_transfer.fine_tune(model, (x, y), head_epochs=0, epochs=0, verbose=0)
+    with pytest.raises(ValueError, match="epochs must be an integer"):
+        keras_transfer.fine_tune(model, (x, y), epochs=-1, verbose=0)
+
+
+def test_a_step_budget_on_fewer_images_than_a_batch_trains_on_full_batches(mnist):
+    x, y = mnist.x[:5], mnist.y[:5]
+    model = keras_transfer.build_classifier("mnist_mlp", 10, weights=None)
+    dataset = training.as_dataset((x, y), model, batch_size=8, shuffle=True, seed=0, repeat=True)
+    assert tuple(dataset.element_spec[0].shape) == (8, 28, 28, 1)
+    images, _ = next(iter(dataset))
+    assert images.shape[0] == 8
+
+    seen = []
+
+    class BatchSizes(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append(batch)
+
+    history = keras_transfer.train(model, (x, y), epochs=2, batch_size=8, min_steps=10,
+                                   steps_per_execution=1, callbacks=[BatchSizes()], verbose=0)
+    assert len(history.history["loss"]) == 2 and len(seen) == 10  # 5 steps per epoch
