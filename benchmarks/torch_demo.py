@@ -221,8 +221,8 @@ def run_pipeline(output_dir, *, sources=("cnn", "mlp"), budgets=(1, 5, 10, "all"
     settings = settings or demo.Settings()
     if smoke:
         settings = demo.shortened(settings)
-    recipe = settings.recipe
         budgets, seeds, sources = (1, 5), (0,), tuple(sources)[:1]
+    recipe = settings.recipe
     backbones_by_source = {"cnn": "mnist_cnn", "mlp": "mnist_mlp"}
     timings = {}
     start = time.perf_counter()
