@@ -34,10 +34,16 @@ def run(smoke=False):
         best = min(best, time.perf_counter() - start)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr[-2000:]}")
-    return [common.Figure(
-        "CLI start-up: keras-transfer --help wall time", best, 1.0, unit=" s", comparison="<",
-        detail=f"{os.path.basename(argv[0])} --help in a new process, best of {repeats}",
-    )]
+    return [
+        common.Figure(
+            "CLI start-up: keras-transfer --help wall time",
+            best,
+            1.0,
+            unit=" s",
+            comparison="<",
+            detail=f"{os.path.basename(argv[0])} --help in a new process, best of {repeats}",
+        )
+    ]
 
 
 if __name__ == "__main__":

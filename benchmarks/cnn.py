@@ -27,7 +27,12 @@ loss and accuracy it reaches.
 """
 
 import common
-from mlp import alternate_rounds, describe, keras_round, load_digits, torch_round, torch_thread_counts
+from mlp import alternate_rounds
+from mlp import describe
+from mlp import keras_round
+from mlp import load_digits
+from mlp import torch_round
+from mlp import torch_thread_counts
 
 NAME = "small CNN training, toolkit vs PyTorch CPU"
 GOAL = 1.5
@@ -93,12 +98,16 @@ def run(smoke=False):
         f"epoch, best of {repeats} alternating rounds; torch {torch.__version__}"
     )
     torch_text = "; ".join(
-        describe(f"PyTorch loop (channels_last) at {threads} thread{'s' if threads > 1 else ''}",
-                 runs[threads], *best[f"torch{threads}"][1:])
+        describe(
+            f"PyTorch loop (channels_last) at {threads} thread{'s' if threads > 1 else ''}",
+            runs[threads],
+            *best[f"torch{threads}"][1:],
+        )
         for threads in runs
     )
     detail = (
-        "float32: " + describe("toolkit train()", speed["toolkit"], *best["toolkit"][1:])
+        "float32: "
+        + describe("toolkit train()", speed["toolkit"], *best["toolkit"][1:])
         + f"; {torch_text} (the faster, {fastest} thread(s), is the denominator); {setup}"
     )
 
@@ -117,10 +126,17 @@ def run(smoke=False):
         detail += (
             f"\n    bf16 variant (not the figure): toolkit/PyTorch "
             f"{bf16_speed['toolkit'] / bf16_speed['torch']:.2f}x: "
-            + describe("toolkit train() with auto_mixed_precision_onednn_bfloat16",
-                       bf16_speed["toolkit"], *bf16_best["toolkit"][1:])
-            + "; " + describe(f"PyTorch loop under torch.autocast bf16 (channels_last, {fastest} thread(s))",
-                              bf16_speed["torch"], *bf16_best["torch"][1:])
+            + describe(
+                "toolkit train() with auto_mixed_precision_onednn_bfloat16",
+                bf16_speed["toolkit"],
+                *bf16_best["toolkit"][1:],
+            )
+            + "; "
+            + describe(
+                f"PyTorch loop under torch.autocast bf16 (channels_last, {fastest} thread(s))",
+                bf16_speed["torch"],
+                *bf16_best["torch"][1:],
+            )
         )
     else:
         detail += "\n    bf16 variant: skipped (this CPU has neither AVX512-BF16 nor AMX)"

@@ -26,8 +26,9 @@ class Figure:
     """One benchmark figure: the measured `value` against its `goal`.
 
     `comparison` is `">="` (a speed-up or a fraction, higher is better), `"<="`
-    (a cost such as memory) or `"<"` (a strict bound, such as a start-up time). `detail` says what was measured on each side. A figure
-    that could not be measured has `value=None` and says why in `skipped`.
+    (a cost such as memory) or `"<"` (a strict bound, such as a start-up time). `detail`
+    says what was measured on each side. A figure that could not be measured has
+    `value=None` and says why in `skipped`.
     """
 
     name: str
@@ -131,6 +132,7 @@ def main(run, description=None):
         with open(args.json, "w") as handle:
             json.dump(
                 {"figures": [dataclasses.asdict(f) for f in figures], "seconds": time.time() - start},
-                handle, indent=2,
+                handle,
+                indent=2,
             )
     return figures

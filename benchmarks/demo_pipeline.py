@@ -55,8 +55,12 @@ def _run(command, label, log_path):
     start = time.perf_counter()
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            command, cwd=common.ROOT, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
+            command,
+            cwd=common.ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for line in process.stdout:
             log.write(line)
@@ -97,19 +101,33 @@ def run(smoke):
             keras_summary = json.load(handle)
         keras_timings = keras_summary.get("timings", {})
         gb = keras_rss / 1e9
-        figures.append(common.Figure(
-            MEMORY, gb, MEMORY_GOAL_GB, unit=" GB", comparison="<=",
-            detail=f"ru_maxrss of the `keras-transfer demo{' --smoke' if smoke else ''}` process "
-                   f"({keras_rss / 2**30:.2f} GiB), the run timed in the figure above",
-        ))
+        figures.append(
+            common.Figure(
+                MEMORY,
+                gb,
+                MEMORY_GOAL_GB,
+                unit=" GB",
+                comparison="<=",
+                detail=f"ru_maxrss of the `keras-transfer demo{' --smoke' if smoke else ''}` process "
+                f"({keras_rss / 2**30:.2f} GiB), the run timed in the figure above",
+            )
+        )
 
         if torch is None:
             figures.insert(0, common.skipped(SPEED, SPEED_GOAL, common.TORCH_MISSING))
             return figures
         torch_dir = os.path.join(tmp, "torch")
         torch_json = os.path.join(tmp, "torch.json")
-        command = [sys.executable, os.path.join(HERE, "torch_demo.py"), "--output", torch_dir,
-                   "--json", torch_json, "--threads", "auto"]
+        command = [
+            sys.executable,
+            os.path.join(HERE, "torch_demo.py"),
+            "--output",
+            torch_dir,
+            "--json",
+            torch_json,
+            "--threads",
+            "auto",
+        ]
         if smoke:
             command.append("--smoke")
         torch_wall, torch_rss, code = _run(command, "pytorch", os.path.join(tmp, "torch.log"))
@@ -120,8 +138,11 @@ def run(smoke):
         torch_timings = torch_summary["timings"]
 
         print("\nkeras-transfer demo:\n" + _table(os.path.join(keras_dir, "demo", "results.txt")))
-        print("\nplain PyTorch:\n" + _table(os.path.join(torch_dir, "demo", "results.txt"))
-              if os.path.exists(os.path.join(torch_dir, "demo", "results.txt")) else "")
+        print(
+            "\nplain PyTorch:\n" + _table(os.path.join(torch_dir, "demo", "results.txt"))
+            if os.path.exists(os.path.join(torch_dir, "demo", "results.txt"))
+            else ""
+        )
         gap, where = _largest_gap(keras_summary["results"], torch_summary["results"])
         keras_train = keras_timings.get("train_eval")
         if keras_train is None:
@@ -129,24 +150,30 @@ def run(smoke):
         torch_train = torch_timings["train_eval"]
 
         def phases(timings):
-            return ", ".join(f"{k} {timings[k]:.1f}s" for k in ("data", "train_eval", "plots", "export")
-                             if k in timings)
+            return ", ".join(
+                f"{k} {timings[k]:.1f}s" for k in ("data", "train_eval", "plots", "export") if k in timings
+            )
 
-        figures.insert(0, common.Figure(
-            SPEED, torch_train / keras_train, SPEED_GOAL,
-            detail=(
-                f"training + evaluation: PyTorch {torch_train:.1f}s vs keras-transfer "
-                f"{keras_train:.1f}s{' (smoke run)' if smoke else ''}. End to end (process wall, "
-                f"incl. start-up, imports, data, plots, export): PyTorch {torch_wall:.1f}s vs "
-                f"keras-transfer {keras_wall:.1f}s = {torch_wall / keras_wall:.2f}x. Phases: "
-                f"keras-transfer {phases(keras_timings)} (export = SavedModel + TFLite float32 "
-                f"and int8, each evaluated); PyTorch {phases(torch_timings)} (export = state_dict "
-                f"+ TorchScript only). PyTorch {torch.__version__}, float32, "
-                f"{torch_summary.get('threads')} thread(s) (the faster of 2 and 1 at start), "
-                f"peak RSS {torch_rss / 1e9:.2f} GB. Largest accuracy gap between the two tables: "
-                f"{gap:.3f} ({where})."
+        figures.insert(
+            0,
+            common.Figure(
+                SPEED,
+                torch_train / keras_train,
+                SPEED_GOAL,
+                detail=(
+                    f"training + evaluation: PyTorch {torch_train:.1f}s vs keras-transfer "
+                    f"{keras_train:.1f}s{' (smoke run)' if smoke else ''}. End to end (process wall, "
+                    f"incl. start-up, imports, data, plots, export): PyTorch {torch_wall:.1f}s vs "
+                    f"keras-transfer {keras_wall:.1f}s = {torch_wall / keras_wall:.2f}x. Phases: "
+                    f"keras-transfer {phases(keras_timings)} (export = SavedModel + TFLite float32 "
+                    f"and int8, each evaluated); PyTorch {phases(torch_timings)} (export = state_dict "
+                    f"+ TorchScript only). PyTorch {torch.__version__}, float32, "
+                    f"{torch_summary.get('threads')} thread(s) (the faster of 2 and 1 at start), "
+                    f"peak RSS {torch_rss / 1e9:.2f} GB. Largest accuracy gap between the two tables: "
+                    f"{gap:.3f} ({where})."
+                ),
             ),
-        ))
+        )
     return figures
 
 

@@ -34,31 +34,37 @@ def run(smoke=False):
     x = data.adapt_images(mnist.x[:count], size, 3).numpy()
     y = mnist.y[:count]
     keras.utils.set_random_seed(0)
-    model = keras_transfer.build_classifier("resnet50", 10, weights=None, freeze_backbone=True,
-                                            input_shape=(size, size, 3), dropout=0.0)
+    model = keras_transfer.build_classifier(
+        "resnet50", 10, weights=None, freeze_backbone=True, input_shape=(size, size, 3), dropout=0.0
+    )
     initial = model.get_weights()
     heads = {}
 
     def fit(cache):
         def call():
             model.set_weights(initial)
-            keras_transfer.train(model, (x, y), epochs=epochs, batch_size=batch,
-                                 seed=0, verbose=0, feature_cache=cache)
+            keras_transfer.train(
+                model, (x, y), epochs=epochs, batch_size=batch, seed=0, verbose=0, feature_cache=cache
+            )
             heads[cache] = model.get_layer("predictions").get_weights()[0]
+
         return call
 
     seconds = common.alternate({"auto": fit("auto"), False: fit(False)}, repeats=repeats)
     speedup = seconds[False] / seconds["auto"]
     difference = float(np.abs(heads["auto"] - heads[False]).max())
-    return [common.Figure(
-        f"frozen ResNet50 head training, feature cache vs plain fit, E={epochs} epochs",
-        speedup, round(0.8 * epochs, 2),
-        detail=(
-            f"{count} images {size}x{size}, batch {batch}: plain fit {seconds[False]:.1f}s, "
-            f"feature cache {seconds['auto']:.1f}s (best of {repeats}, set-up included); "
-            f"max |head weight difference| {difference:.1e}"
-        ),
-    )]
+    return [
+        common.Figure(
+            f"frozen ResNet50 head training, feature cache vs plain fit, E={epochs} epochs",
+            speedup,
+            round(0.8 * epochs, 2),
+            detail=(
+                f"{count} images {size}x{size}, batch {batch}: plain fit {seconds[False]:.1f}s, "
+                f"feature cache {seconds['auto']:.1f}s (best of {repeats}, set-up included); "
+                f"max |head weight difference| {difference:.1e}"
+            ),
+        )
+    ]
 
 
 if __name__ == "__main__":

@@ -92,13 +92,22 @@ def run(smoke=False):
     try:
         start = time.perf_counter()
         n, total_bytes = write_jpeg_folder(root, count)
-        print(f"Wrote {n:,} JPEGs (256x256 RGB, {total_bytes / n / 1024:.0f} KB each) in "
-              f"{time.perf_counter() - start:.1f}s to {root}", flush=True)
+        print(
+            f"Wrote {n:,} JPEGs (256x256 RGB, {total_bytes / n / 1024:.0f} KB each) in "
+            f"{time.perf_counter() - start:.1f}s to {root}",
+            flush=True,
+        )
 
         def build():
             return keras_transfer.image_folder_datasets(
-                root, image_size=size, batch_size=batch, validation_split=0.0, cache=True,
-                shuffle=True, seed=0, verbose=False,
+                root,
+                image_size=size,
+                batch_size=batch,
+                validation_split=0.0,
+                cache=True,
+                shuffle=True,
+                seed=0,
+                verbose=False,
             )
 
         state, timings = {}, {}
@@ -127,8 +136,9 @@ def run(smoke=False):
             assert epoch(state["data"].train) == n
 
         keras.utils.set_random_seed(0)
-        model = keras_transfer.build_classifier("resnet50", num_classes=10, weights=None,
-                                                input_shape=(size, size, 3))
+        model = keras_transfer.build_classifier(
+            "resnet50", num_classes=10, weights=None, input_shape=(size, size, 3)
+        )
         keras_transfer.compile_classifier(model)
         rng = np.random.default_rng(0)
         xb = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
@@ -157,9 +167,12 @@ def run(smoke=False):
     train_rate = batch * train_steps / best["train"]
     infer_rate = batch / best["infer"] if "infer" in best else float("nan")
     ratio = first_rate / train_rate
-    print(f"  first pass (scan + decoding epoch) {first_rate:8.0f} img/s "
-          f"(scan/check alone {n / timings['scan']:.0f} img/s, "
-          f"decoding epoch alone {n / timings['first_epoch']:.0f} img/s)", flush=True)
+    print(
+        f"  first pass (scan + decoding epoch) {first_rate:8.0f} img/s "
+        f"(scan/check alone {n / timings['scan']:.0f} img/s, "
+        f"decoding epoch alone {n / timings['first_epoch']:.0f} img/s)",
+        flush=True,
+    )
     print(f"  cached epoch                       {cached_rate:8.0f} img/s", flush=True)
     print(f"  ResNet50 training step             {train_rate:8.1f} img/s", flush=True)
     if "infer" in best:

@@ -80,8 +80,7 @@ def alternate_rounds(contenders, repeats):
         repeats=repeats,
     )
     return {
-        name: (min(r[0] for r in rounds), rounds[-1][1], rounds[-1][2])
-        for name, rounds in results.items()
+        name: (min(r[0] for r in rounds), rounds[-1][1], rounds[-1][2]) for name, rounds in results.items()
     }
 
 
@@ -91,7 +90,9 @@ def torch_thread_counts():
 
 
 def describe(label, samples_per_second, loss, accuracy):
-    return f"{label} {samples_per_second:,.0f} samples/s (last epoch: loss {loss:.3f}, accuracy {accuracy:.3f})"
+    return (
+        f"{label} {samples_per_second:,.0f} samples/s (last epoch: loss {loss:.3f}, accuracy {accuracy:.3f})"
+    )
 
 
 def load_digits(smoke):
@@ -122,15 +123,24 @@ def run(smoke=False):
     contenders = {
         "toolkit": lambda: keras_round(
             lambda callbacks: keras_transfer.train(
-                toolkit_model, (x, y), epochs=1 + epochs, batch_size=BATCH_SIZE, verbose=0,
+                toolkit_model,
+                (x, y),
+                epochs=1 + epochs,
+                batch_size=BATCH_SIZE,
+                verbose=0,
                 callbacks=callbacks,
             )
         ),
         # Not the default on CPU: shows what `jit_compile="auto"` avoids here.
         "toolkit_xla": lambda: keras_round(
             lambda callbacks: keras_transfer.train(
-                xla_model, (x, y), epochs=1 + epochs, batch_size=BATCH_SIZE, verbose=0,
-                callbacks=callbacks, jit_compile=True,
+                xla_model,
+                (x, y),
+                epochs=1 + epochs,
+                batch_size=BATCH_SIZE,
+                verbose=0,
+                callbacks=callbacks,
+                jit_compile=True,
             )
         ),
         "textbook": lambda: keras_round(
@@ -145,7 +155,9 @@ def run(smoke=False):
 
         for threads in torch_thread_counts():
             loop = torch_models.Loop(torch_models.MnistMLP(), x, y, batch_size=BATCH_SIZE)
-            contenders[f"torch{threads}"] = lambda loop=loop, threads=threads: torch_round(loop, epochs, threads)
+            contenders[f"torch{threads}"] = lambda loop=loop, threads=threads: torch_round(
+                loop, epochs, threads
+            )
     best = alternate_rounds(contenders, repeats)
     speed = {name: epochs * len(x) / seconds for name, (seconds, _, _) in best.items()}
 
@@ -156,11 +168,14 @@ def run(smoke=False):
     toolkit = describe("toolkit train()", speed["toolkit"], *best["toolkit"][1:])
     figures = [
         common.Figure(
-            NAME_TEXTBOOK, speed["toolkit"] / speed["textbook"], GOAL_TEXTBOOK,
+            NAME_TEXTBOOK,
+            speed["toolkit"] / speed["textbook"],
+            GOAL_TEXTBOOK,
             detail=f"{toolkit}; textbook "
             + describe("model.fit(x, y)", speed["textbook"], *best["textbook"][1:])
             + "; toolkit train(jit_compile=True), XLA, not the CPU default: "
-            + describe("", speed["toolkit_xla"], *best["toolkit_xla"][1:]).strip() + f"; {setup}",
+            + describe("", speed["toolkit_xla"], *best["toolkit_xla"][1:]).strip()
+            + f"; {setup}",
         )
     ]
     if torch is None:
@@ -169,13 +184,18 @@ def run(smoke=False):
     runs = {threads: speed[f"torch{threads}"] for threads in torch_thread_counts()}
     fastest = max(runs, key=runs.get)
     torch_text = "; ".join(
-        describe(f"PyTorch loop at {threads} thread{'s' if threads > 1 else ''}", runs[threads],
-                 *best[f"torch{threads}"][1:])
+        describe(
+            f"PyTorch loop at {threads} thread{'s' if threads > 1 else ''}",
+            runs[threads],
+            *best[f"torch{threads}"][1:],
+        )
         for threads in runs
     )
     figures.append(
         common.Figure(
-            NAME_TORCH, speed["toolkit"] / runs[fastest], GOAL_TORCH,
+            NAME_TORCH,
+            speed["toolkit"] / runs[fastest],
+            GOAL_TORCH,
             detail=f"{toolkit}; {torch_text} (the faster, {fastest} thread(s), is the "
             f"denominator; loss/accuracy: running means over the epoch as Keras reports "
             f"them); torch {torch.__version__}; {setup}",

@@ -45,12 +45,14 @@ def randomize_batch_norms(model, seed=0):
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.BatchNormalization):
             c = layer.gamma.shape[0]
-            layer.set_weights([
-                rng.uniform(0.5, 1.5, c).astype(np.float32),   # gamma
-                rng.normal(0.0, 0.1, c).astype(np.float32),    # beta
-                rng.normal(0.0, 0.1, c).astype(np.float32),    # moving mean
-                rng.uniform(0.5, 1.5, c).astype(np.float32),   # moving variance
-            ])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, c).astype(np.float32),  # gamma
+                    rng.normal(0.0, 0.1, c).astype(np.float32),  # beta
+                    rng.normal(0.0, 0.1, c).astype(np.float32),  # moving mean
+                    rng.uniform(0.5, 1.5, c).astype(np.float32),  # moving variance
+                ]
+            )
 
 
 def matmul_peak(sizes, dtype, repeats):
@@ -108,23 +110,31 @@ def run(smoke=False):
     # Features before the classifier as a second output, for the bf16 accuracy check.
     model2 = keras.Model(model.inputs, [model.output, model.get_layer("avg_pool").output])
     flops = performance.model_flops(model)
-    print(f"ResNet50 at {size}x{size}: {flops / 1e9:.2f} GFLOP per image "
-          f"({flops / 2e9:.2f} GMAC, conv + Dense layers)", flush=True)
+    print(
+        f"ResNet50 at {size}x{size}: {flops / 1e9:.2f} GFLOP per image "
+        f"({flops / 2e9:.2f} GMAC, conv + Dense layers)",
+        flush=True,
+    )
 
     x = sample_images(2 * batch, size)  # for the accuracy check
     xb = tf.constant(x[:batch])  # one batch per timed call: short calls like the matmuls
     start = time.perf_counter()
     fast32 = inference.optimize_for_inference(model2, batch_size=batch)
     seconds32 = time.perf_counter() - start
-    print(f"optimize_for_inference float32: {seconds32:.1f}s, "
-          f"{fast32.folded_batch_norms} BatchNorms folded", flush=True)
+    print(
+        f"optimize_for_inference float32: {seconds32:.1f}s, {fast32.folded_batch_norms} BatchNorms folded",
+        flush=True,
+    )
     bf16 = performance.bf16_supported()
     fast16 = None
     if bf16:
         start = time.perf_counter()
         fast16 = inference.optimize_for_inference(model2, batch_size=batch, precision="bfloat16")
-        print(f"optimize_for_inference bfloat16: {time.perf_counter() - start:.1f}s, "
-              f"{fast16.bf16_ops} conv/matmul ops in bfloat16", flush=True)
+        print(
+            f"optimize_for_inference bfloat16: {time.perf_counter() - start:.1f}s, "
+            f"{fast16.bf16_ops} conv/matmul ops in bfloat16",
+            flush=True,
+        )
 
     peak32 = matmul_peak(sizes, tf.float32, repeats)
     peak16 = matmul_peak(sizes, tf.bfloat16, repeats) if bf16 else None
@@ -133,6 +143,7 @@ def run(smoke=False):
     def timed_peak(name, fn):
         def call():
             peaks[name] = max(peaks[name], fn())
+
         return call
 
     contenders = {
@@ -150,24 +161,39 @@ def run(smoke=False):
     rate = {name: batch / best[name] for name in ("predict", "fast_fp32", "fast_bf16") if name in best}
     for name, value in rate.items():
         print(f"  {name:10s} {value:7.1f} img/s = {value * flops / 1e9:7.1f} GFLOP/s", flush=True)
-    print(f"  matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s"
-          + (f", bf16 {peaks['bf16']:.0f} GFLOP/s" if bf16 else ""), flush=True)
+    print(
+        f"  matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s"
+        + (f", bf16 {peaks['bf16']:.0f} GFLOP/s" if bf16 else ""),
+        flush=True,
+    )
 
     fraction = rate["fast_fp32"] * flops / 1e9 / peaks["fp32"]
     baseline_fraction = rate["predict"] * flops / 1e9 / peaks["fp32"]
-    figures = [common.Figure(
-        FP32_NAME, fraction, FP32_GOAL, unit="",
-        detail=(f"optimize_for_inference fp32 (BN folded, frozen, fused), batch {batch}: "
+    figures = [
+        common.Figure(
+            FP32_NAME,
+            fraction,
+            FP32_GOAL,
+            unit="",
+            detail=(
+                f"optimize_for_inference fp32 (BN folded, frozen, fused), batch {batch}: "
                 f"{rate['fast_fp32']:.1f} img/s x {flops / 1e9:.2f} GFLOP = "
                 f"{rate['fast_fp32'] * flops / 1e9:.0f} GFLOP/s of a measured "
                 f"{peaks['fp32']:.0f} GFLOP/s fp32 matmul peak (best of {list(sizes)}); "
                 f"model.predict: {rate['predict']:.1f} img/s = {baseline_fraction:.2f} of peak "
-                f"(optimized = {rate['fast_fp32'] / rate['predict']:.2f}x predict)"),
-    )]
+                f"(optimized = {rate['fast_fp32'] / rate['predict']:.2f}x predict)"
+            ),
+        )
+    ]
 
     if not bf16:
-        figures.append(common.skipped(BF16_NAME, BF16_GOAL, "this CPU has no native bfloat16 "
-                                      "(performance.bf16_supported() is False)"))
+        figures.append(
+            common.skipped(
+                BF16_NAME,
+                BF16_GOAL,
+                "this CPU has no native bfloat16 (performance.bf16_supported() is False)",
+            )
+        )
         return figures
     # Accuracy of bf16 against fp32 on the same images: probabilities, features, logits.
     probs32, feats32 = fast32.predict(x)
@@ -179,9 +205,13 @@ def run(smoke=False):
     agree = (logits16.argmax(1) == logits32.argmax(1)).mean()
     predict_diff = np.abs(probs32 - model.predict(x, batch_size=batch, verbose=0)).max()
     ratio = rate["fast_bf16"] / rate["fast_fp32"]
-    figures.append(common.Figure(
-        BF16_NAME, ratio, BF16_GOAL,
-        detail=(f"batch {batch}: optimize_for_inference bf16 {rate['fast_bf16']:.1f} img/s vs "
+    figures.append(
+        common.Figure(
+            BF16_NAME,
+            ratio,
+            BF16_GOAL,
+            detail=(
+                f"batch {batch}: optimize_for_inference bf16 {rate['fast_bf16']:.1f} img/s vs "
                 f"fp32 {rate['fast_fp32']:.1f} img/s (optimized; vs model.predict "
                 f"{rate['predict']:.1f} img/s: {rate['fast_bf16'] / rate['predict']:.2f}x); "
                 f"bf16 = {rate['fast_bf16'] * flops / 1e9:.0f} GFLOP/s of a "
@@ -190,8 +220,10 @@ def run(smoke=False):
                 f"{agree:.2f}, features relative L2 error {feature_error:.2g}, logits max error "
                 f"{logit_error:.2g} of the largest logit, probabilities max abs diff "
                 f"{np.abs(probs16 - probs32).max():.2g}; fp32 optimized vs model.predict max abs diff "
-                f"{predict_diff:.2g}"),
-    ))
+                f"{predict_diff:.2g}"
+            ),
+        )
+    )
     return figures
 
 

@@ -11,7 +11,8 @@ What it does, mirroring `keras_transfer.demo.run_demo` run by run:
   [Conv 3x3 64 relu -> max-pool 2 -> Conv 3x3 128 relu -> max-pool 2 ->] Flatten ->
   Dense 128 relu (the backbone) -> Dropout 0.2 -> Dense num_classes (the head), with
   Keras's initialisation (Glorot-uniform kernels, zero biases).
-* Recipe (`keras_transfer.demo.Settings`: `training.RECIPES["small"]`): Adam (epsilon 1e-7) with cosine decay to zero
+* Recipe (`keras_transfer.demo.Settings`: `training.RECIPES["small"]`): Adam (epsilon 1e-7)
+  with cosine decay to zero
   over each run, cross-entropy with label smoothing 0.1, batch 32 drawn from a reshuffled
   repeated stream of the run's examples, the same numbers of steps (400 per few-shot run,
   20 epochs for "all", 10 epochs for the source, validated after each), the same learning
@@ -65,7 +66,6 @@ from keras_transfer import data as data_lib  # noqa: E402
 from keras_transfer import demo  # noqa: E402
 from keras_transfer import evaluation  # noqa: E402
 
-
 # Models.
 
 
@@ -83,9 +83,15 @@ class Classifier(nn.Module):
         super().__init__()
         if backbone == "mnist_cnn":
             self.backbone = nn.Sequential(
-                nn.Conv2d(1, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(64, 128, 3), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Flatten(), nn.Linear(5 * 5 * 128, units), nn.ReLU(),
+                nn.Conv2d(1, 64, 3),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(64, 128, 3),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Flatten(),
+                nn.Linear(5 * 5 * 128, units),
+                nn.ReLU(),
             )
         elif backbone == "mnist_mlp":
             self.backbone = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, units), nn.ReLU())
@@ -129,10 +135,13 @@ def _augmentation_matrices(count, recipe, generator):
     angle = uniform(-ROTATION, ROTATION) * 2 * math.pi
     zoom = uniform(1 - ZOOM, 1 + ZOOM)
     cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
-    return torch.stack([
-        torch.stack([cos, -sin, shift_x], 1),
-        torch.stack([sin, cos, shift_y], 1),
-    ], 1)
+    return torch.stack(
+        [
+            torch.stack([cos, -sin, shift_x], 1),
+            torch.stack([sin, cos, shift_y], 1),
+        ],
+        1,
+    )
 
 
 def _augment(images, matrices):
@@ -149,8 +158,11 @@ def fit(model, x, y, steps, learning_rate, recipe, seed, validation=None, params
     epochs_of_data = math.ceil(steps * batch / len(x))
     order = torch.argsort(torch.rand(epochs_of_data, len(x), generator=generator), dim=1).flatten()
     order = order[: steps * batch].view(steps, batch)
-    matrices = _augmentation_matrices(steps * batch, recipe, generator).view(steps, batch, 2, 3) \
-        if recipe.augment else None
+    matrices = (
+        _augmentation_matrices(steps * batch, recipe, generator).view(steps, batch, 2, 3)
+        if recipe.augment
+        else None
+    )
     params = [p for p in (params or model.parameters()) if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=learning_rate, eps=1e-7, foreach=True)
     chunks = max(1, min(epochs, steps))
@@ -163,8 +175,11 @@ def fit(model, x, y, steps, learning_rate, recipe, seed, validation=None, params
         end = steps * (chunk + 1) // chunks
         losses, correct, seen = [], 0, 0
         while step < end:
-            rate = learning_rate * 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0))) \
-                if recipe.cosine else learning_rate
+            rate = (
+                learning_rate * 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0)))
+                if recipe.cosine
+                else learning_rate
+            )
             for group in optimizer.param_groups:
                 group["lr"] = rate
             index = order[step]
@@ -215,8 +230,16 @@ def steps_for(recipe, budget, size):
 # The pipeline.
 
 
-def run_pipeline(output_dir, *, sources=("cnn", "mlp"), budgets=(1, 5, 10, "all"), seeds=(0, 1),
-                 settings=None, smoke=False, log=print):
+def run_pipeline(
+    output_dir,
+    *,
+    sources=("cnn", "mlp"),
+    budgets=(1, 5, 10, "all"),
+    seeds=(0, 1),
+    settings=None,
+    smoke=False,
+    log=print,
+):
     """The demo's pipeline in PyTorch; returns `{table, results, timings, ...}`."""
     settings = settings or demo.Settings()
     if smoke:
@@ -235,11 +258,16 @@ def run_pipeline(output_dir, *, sources=("cnn", "mlp"), budgets=(1, 5, 10, "all"
     pools = {t.name: _tensors(*t.pool) for t in targets}
     samples = {
         (t.name, budget, seed): _tensors(*data_lib.few_shot(*t.pool, budget, seed=seed))
-        for t in targets for budget in budgets if budget != "all" for seed in seeds
+        for t in targets
+        for budget in budgets
+        if budget != "all"
+        for seed in seeds
     }
     timings["data"] = time.perf_counter() - start
-    log(f"Runs: {len(sources)} source(s) x {len(targets)} targets x {len(budgets)} budgets x "
-        f"{len(seeds)} seed(s) x {len(demo.METHODS)} methods")
+    log(
+        f"Runs: {len(sources)} source(s) x {len(targets)} targets x {len(budgets)} budgets x "
+        f"{len(seeds)} seed(s) x {len(demo.METHODS)} methods"
+    )
 
     train_start = time.perf_counter()
     chosen, rows, histories = {}, [], {}
@@ -249,11 +277,21 @@ def run_pipeline(output_dir, *, sources=("cnn", "mlp"), budgets=(1, 5, 10, "all"
         torch.manual_seed(0)
         source_model = Classifier(backbone, 5)
         steps = settings.source_epochs * (len(sx) // recipe.batch_size)
-        histories[source] = fit(source_model, *source_train, steps, settings.source_learning_rate,
-                                recipe, seed=0, validation=source_test, epochs=settings.source_epochs)
+        histories[source] = fit(
+            source_model,
+            *source_train,
+            steps,
+            settings.source_learning_rate,
+            recipe,
+            seed=0,
+            validation=source_test,
+            epochs=settings.source_epochs,
+        )
         _, accuracy = evaluate(source_model, *source_test)
-        log(f"source {backbone}: MNIST 0-4 test accuracy {accuracy:.4f} "
-            f"({time.perf_counter() - run_start:.1f}s)")
+        log(
+            f"source {backbone}: MNIST 0-4 test accuracy {accuracy:.4f} "
+            f"({time.perf_counter() - run_start:.1f}s)"
+        )
         for target in targets:
             num_classes = len(target.class_names)
             initial = {seed: _initial_state(backbone, num_classes, 1000 + seed) for seed in seeds}
@@ -280,10 +318,15 @@ def run_pipeline(output_dir, *, sources=("cnn", "mlp"), budgets=(1, 5, 10, "all"
                         fit(model, x, y, steps, rate, recipe, seed=seed, params=params)
                         _, accuracy = evaluate(model, *tests[target.name])
                         results.setdefault((method, budget), []).append(accuracy)
-                        log(f"  {target.title} [{backbone}] {demo._budget_label(budget)} seed {seed} "
-                            f"{method}: {accuracy:.4f} ({time.perf_counter() - run_start:.1f}s)")
-                        if (method, budget, source) == ("fine-tune", budgets[-1], sources[0]) \
-                                and target.name not in chosen:
+                        log(
+                            f"  {target.title} [{backbone}] {demo._budget_label(budget)} seed {seed} "
+                            f"{method}: {accuracy:.4f} ({time.perf_counter() - run_start:.1f}s)"
+                        )
+                        if (method, budget, source) == (
+                            "fine-tune",
+                            budgets[-1],
+                            sources[0],
+                        ) and target.name not in chosen:
                             chosen[target.name] = (accuracy, model)
             rows.append((target.title, source, results))
     timings["train_eval"] = time.perf_counter() - train_start
@@ -291,8 +334,11 @@ def run_pipeline(output_dir, *, sources=("cnn", "mlp"), budgets=(1, 5, 10, "all"
     plot_start = time.perf_counter()
     table = demo.format_table(rows, budgets)
     for source, history in histories.items():
-        evaluation.plot_history(history, os.path.join(report_dir, f"source_{source}_curves.png"),
-                                title=f"{source} source on MNIST 0-4")
+        evaluation.plot_history(
+            history,
+            os.path.join(report_dir, f"source_{source}_curves.png"),
+            title=f"{source} source on MNIST 0-4",
+        )
     demo.plot_budgets(rows, budgets, os.path.join(report_dir, "accuracy_vs_labels.png"))
     from sklearn import metrics
 
@@ -308,12 +354,16 @@ def run_pipeline(output_dir, *, sources=("cnn", "mlp"), budgets=(1, 5, 10, "all"
             report=metrics.classification_report(y_true, y_pred, digits=3, **kwargs),
             report_dict=metrics.classification_report(y_true, y_pred, output_dict=True, **kwargs),
             confusion_matrix=metrics.confusion_matrix(y_true, y_pred, labels=labels),
-            class_names=target.class_names, y_true=y_true, y_pred=y_pred,
+            class_names=target.class_names,
+            y_true=y_true,
+            y_pred=y_pred,
         )
         evaluation.plot_confusion_matrix(
-            result, os.path.join(report_dir, f"{target.name}_confusion.png"),
+            result,
+            os.path.join(report_dir, f"{target.name}_confusion.png"),
             title=f"{target.title}: fine-tune, {demo._budget_label(budgets[-1])}, {sources[0]} "
-                  f"(acc {result.accuracy:.3f})")
+            f"(acc {result.accuracy:.3f})",
+        )
     timings["plots"] = time.perf_counter() - plot_start
 
     export_start = time.perf_counter()
@@ -333,18 +383,26 @@ def run_pipeline(output_dir, *, sources=("cnn", "mlp"), budgets=(1, 5, 10, "all"
         with torch.inference_mode():
             exported_accuracy = float((loaded(x).argmax(1) == y).float().mean())
         exports[target.name] = {"path": path, "accuracy": exported_accuracy}
-        log(f"exported {target.title} (accuracy {accuracy:.4f}) to {path}; TorchScript test "
-            f"accuracy {exported_accuracy:.4f}")
+        log(
+            f"exported {target.title} (accuracy {accuracy:.4f}) to {path}; TorchScript test "
+            f"accuracy {exported_accuracy:.4f}"
+        )
     timings["export"] = time.perf_counter() - export_start
     timings["total"] = time.perf_counter() - start
 
-    summary = demo.write_results(report_dir, rows, table, log, {
-        "mnist": mnist_source,
-        "recipe": dataclasses.asdict(recipe),
-        "seeds": list(seeds),
-        "timings": {k: round(v, 2) for k, v in timings.items()},
-        "exports": exports,
-    })
+    summary = demo.write_results(
+        report_dir,
+        rows,
+        table,
+        log,
+        {
+            "mnist": mnist_source,
+            "recipe": dataclasses.asdict(recipe),
+            "seeds": list(seeds),
+            "timings": {k: round(v, 2) for k, v in timings.items()},
+            "exports": exports,
+        },
+    )
     log("\nPhases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     return {"table": table, "results": summary["results"], "timings": timings, "exports": exports}
 
@@ -378,8 +436,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default=os.path.join("saved_models", "torch_demo"))
     parser.add_argument("--smoke", action="store_true", help="a seconds-long run")
-    parser.add_argument("--threads", default="auto",
-                        help="torch threads, or 'auto': the faster of 2 and 1 right now (default)")
+    parser.add_argument(
+        "--threads",
+        default="auto",
+        help="torch threads, or 'auto': the faster of 2 and 1 right now (default)",
+    )
     parser.add_argument("--json", help="also write results and phase timings to this file")
     args = parser.parse_args(argv)
     if args.threads == "auto":
@@ -391,8 +452,11 @@ def main(argv=None):
     result = run_pipeline(args.output, smoke=args.smoke, log=lambda line: print(line, flush=True))
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump(dict({k: result[k] for k in ("results", "timings", "exports")}, threads=threads),
-                      handle, indent=2)
+            json.dump(
+                dict({k: result[k] for k in ("results", "timings", "exports")}, threads=threads),
+                handle,
+                indent=2,
+            )
     return 0
 
 

@@ -102,7 +102,7 @@ class Loop:
         loss_sum = torch.zeros(())
         correct = torch.zeros((), dtype=torch.int64)
         for start in range(0, n, self.batch_size):
-            index = order[start:start + self.batch_size]
+            index = order[start : start + self.batch_size]
             xb, yb = self.x[index], self.y[index]
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):

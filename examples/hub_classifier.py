@@ -22,11 +22,11 @@ import argparse
 import os
 import socket
 
+import keras
 import numpy as np
 import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
-import keras
 import keras_transfer
 from keras_transfer import data
 
@@ -36,16 +36,19 @@ LOCAL_MODULE = "mnist_cnn_feature_vector"
 
 # Setup
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--handle", default=DEFAULT_HANDLE,
-                    help="TF Hub / Kaggle URL or local SavedModel directory of an image "
-                         "feature-vector module (default: MobileNetV2 on TF Hub)")
-parser.add_argument("--image-size", type=int, default=224,
-                    help="input height and width for --handle (default: 224)")
+parser.add_argument(
+    "--handle",
+    default=DEFAULT_HANDLE,
+    help="TF Hub / Kaggle URL or local SavedModel directory of an image "
+    "feature-vector module (default: MobileNetV2 on TF Hub)",
+)
+parser.add_argument(
+    "--image-size", type=int, default=224, help="input height and width for --handle (default: 224)"
+)
 parser.add_argument("--k", type=int, default=20, help="labelled target digits per class")
 parser.add_argument("--epochs", type=int, default=5, help="epochs per fine-tuning stage")
 parser.add_argument("--output", default="saved_models", help="output folder")
-parser.add_argument("--smoke", action="store_true",
-                    help="a few-second run on a locally made module (tests)")
+parser.add_argument("--smoke", action="store_true", help="a few-second run on a locally made module (tests)")
 args = parser.parse_args()
 EPOCHS = 1 if args.smoke else args.epochs
 SOURCE_EPOCHS = 1 if args.smoke else 3
@@ -108,7 +111,8 @@ print(f"module: {handle}; images {image_shape}")
 # Data: K labelled UCI digits per class to train on, the rest held out.
 digits = data.load_uci_digits()
 x_pool, x_test, y_pool, y_test = train_test_split(
-    digits.x, digits.y, test_size=0.5, stratify=digits.y, random_state=0)
+    digits.x, digits.y, test_size=0.5, stratify=digits.y, random_state=0
+)
 x_few, y_few = data.few_shot(x_pool, y_pool, k=K, seed=0)
 print(f"target: {len(x_few)} labelled UCI digits ({K} per class), {len(x_test)} held out")
 # Resized / channel-tiled in tf.data for the module's geometry (224x224 RGB for MobileNetV2).
@@ -124,16 +128,21 @@ print(keras_transfer.count_parameters(model))
 # The recipe for a TF Hub backbone (training.recipe_for): cosine decay, label smoothing,
 # at least MIN_STEPS steps per stage however few the labels.
 keras_transfer.fine_tune(
-    model, train_data, head_epochs=EPOCHS, epochs=EPOCHS, head_learning_rate=1e-3,
-    learning_rate=1e-4, min_steps=MIN_STEPS, verbose=2)
+    model,
+    train_data,
+    head_epochs=EPOCHS,
+    epochs=EPOCHS,
+    head_learning_rate=1e-3,
+    learning_rate=1e-4,
+    min_steps=MIN_STEPS,
+    verbose=2,
+)
 print(keras_transfer.count_parameters(model))
 
 # Evaluate
-evaluation = keras_transfer.evaluate_classifier(
-    model, test_data, class_names=[str(d) for d in range(10)])
+evaluation = keras_transfer.evaluate_classifier(model, test_data, class_names=[str(d) for d in range(10)])
 print(evaluation)
-print(f"accuracy on {len(x_test)} held-out digits: {evaluation.accuracy:.4f} "
-      f"(chance: 0.1000)")
+print(f"accuracy on {len(x_test)} held-out digits: {evaluation.accuracy:.4f} (chance: 0.1000)")
 
 # Export: TF Serving layout saved_models/hub_digits/<version>/, the module included.
 path = keras_transfer.export_saved_model(model, os.path.join(args.output, NAME))

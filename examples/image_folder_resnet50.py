@@ -22,9 +22,9 @@ import argparse
 import os
 import tempfile
 
+import keras
 import numpy as np
 
-import keras
 import keras_transfer
 from keras_transfer import image_folder
 from keras_transfer import tflite
@@ -58,7 +58,7 @@ def draw_shapes(root, per_class, size=96, seed=0):
             cy, cx = rng.uniform(0.3, 0.7, 2) * size
             r = rng.uniform(0.15, 0.3) * size
             if shape == "circle":
-                mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
+                mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
             elif shape == "square":
                 mask = (abs(yy - cy) <= r * 0.8) & (abs(xx - cx) <= r * 0.8)
             else:
@@ -78,20 +78,22 @@ def draw_shapes(root, per_class, size=96, seed=0):
 # augmentation for training; the validation set is neither shuffled nor augmented.
 data_dir = args.data or draw_shapes(tempfile.mkdtemp(), PER_CLASS)
 folder = image_folder.image_folder_datasets(
-    data_dir, image_size=SIZE, channels=3, validation_split=0.25, seed=0,
-    batch_size=16, augment=True)
+    data_dir, image_size=SIZE, channels=3, validation_split=0.25, seed=0, batch_size=16, augment=True
+)
 print(f"classes: {folder.class_names}; skipped files: {len(folder.skipped)}")
 
 # Model: ResNet50 with its own preprocessing inside, pooled features, a new head.
 weights = None if args.weights == "none" else args.weights
 try:
     model = keras_transfer.build_classifier(
-        "resnet50", folder.num_classes, weights=weights, input_shape=(SIZE, SIZE, 3))
+        "resnet50", folder.num_classes, weights=weights, input_shape=(SIZE, SIZE, 3)
+    )
 except keras_transfer.WeightsUnavailableError as error:
     print(f"{error}\n-> training ResNet50 from scratch instead (weights=None).")
     weights = None
     model = keras_transfer.build_classifier(
-        "resnet50", folder.num_classes, weights=None, input_shape=(SIZE, SIZE, 3))
+        "resnet50", folder.num_classes, weights=None, input_shape=(SIZE, SIZE, 3)
+    )
 print(keras_transfer.count_parameters(model))
 
 # Train: the head on the frozen backbone, then the top quarter of ResNet50 (BatchNorm
@@ -99,13 +101,27 @@ print(keras_transfer.count_parameters(model))
 workdir = os.path.join(OUT, "train")
 if weights is not None:
     history = keras_transfer.fine_tune(
-        model, folder.train, folder.validation, head_epochs=EPOCHS, epochs=EPOCHS,
-        head_learning_rate=1e-3, learning_rate=1e-5, unfreeze_fraction=0.25,
-        workdir=workdir, patience=3)
+        model,
+        folder.train,
+        folder.validation,
+        head_epochs=EPOCHS,
+        epochs=EPOCHS,
+        head_learning_rate=1e-3,
+        learning_rate=1e-5,
+        unfreeze_fraction=0.25,
+        workdir=workdir,
+        patience=3,
+    )
 else:
     history = keras_transfer.train(
-        model, folder.train, folder.validation, epochs=2 * EPOCHS, learning_rate=1e-3,
-        workdir=workdir, patience=5)
+        model,
+        folder.train,
+        folder.validation,
+        epochs=2 * EPOCHS,
+        learning_rate=1e-3,
+        workdir=workdir,
+        patience=5,
+    )
 
 # Evaluate on the validation split: report, confusion matrix, learning curves.
 evaluation = keras_transfer.evaluate_classifier(model, folder.validation, folder.class_names)
@@ -117,17 +133,22 @@ keras_transfer.plot_history(history, os.path.join(workdir, "learning_curves.png"
 # then TFLite float32 and int8 calibrated on training images from the pipeline.
 path = keras_transfer.export_saved_model(model, OUT, class_names=folder.class_names)
 print(f"exported to {path}")
-validation = image_folder.load_image_folder(
-    data_dir, image_size=SIZE, channels=3, verbose=False)
+validation = image_folder.load_image_folder(data_dir, image_size=SIZE, channels=3, verbose=False)
 held_out = set(folder.validation_files.paths)
 keep = np.array([p in held_out for p in validation.paths])
 x_val, y_val = validation.x[keep], validation.y[keep]
 calibration = image_folder.files_dataset(
-    folder.train_files.paths[::max(1, len(folder.train_files.paths) // 128)],
-    image_size=SIZE, channels=3, batch_size=16, cache=False)
+    folder.train_files.paths[:: max(1, len(folder.train_files.paths) // 128)],
+    image_size=SIZE,
+    channels=3,
+    batch_size=16,
+    cache=False,
+)
 print(f"keras accuracy: {evaluation.accuracy:.4f}")
 for kind, quantization in [("float32", None), ("int8", "int8")]:
     file = os.path.join(OUT, "tflite", os.path.basename(path), f"model_{kind}.tflite")
     tflite.export_tflite(model, file, quantization=quantization, representative_data=calibration)
-    print(f"TFLite {kind}: {os.path.getsize(file) / 1e6:.1f} MB, accuracy "
-          f"{tflite.evaluate_tflite(file, x_val, y_val):.4f}")
+    print(
+        f"TFLite {kind}: {os.path.getsize(file) / 1e6:.1f} MB, accuracy "
+        f"{tflite.evaluate_tflite(file, x_val, y_val):.4f}"
+    )

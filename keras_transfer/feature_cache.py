@@ -161,11 +161,15 @@ def plan_feature_cache(model, *, feature_cache="auto", augment=False, dataset_in
     'augmentation is on: every epoch sees new images, so features cannot be reused'
     """
     if feature_cache not in ("auto", True, False):
-        raise ValueError(f"feature_cache must be 'auto', True or False. Received: feature_cache={feature_cache!r}")
+        raise ValueError(
+            f"feature_cache must be 'auto', True or False. Received: feature_cache={feature_cache!r}"
+        )
     if feature_cache is False:
         return CachePlan(False, "feature_cache=False")
     if augment:
-        return CachePlan(False, "augmentation is on: every epoch sees new images, so features cannot be reused")
+        return CachePlan(
+            False, "augmentation is on: every epoch sees new images, so features cannot be reused"
+        )
     if dataset_input and feature_cache == "auto":
         return CachePlan(
             False,
@@ -179,8 +183,16 @@ def plan_feature_cache(model, *, feature_cache="auto", augment=False, dataset_in
     return CachePlan(True, f"the layers up to {split.cut!r} are frozen and deterministic", split)
 
 
-def compute_features(feature_model, data, *, batch_size=64, count=None, cache_dir=None,
-                     memory_limit=MEMORY_LIMIT_BYTES, verbose=0):
+def compute_features(
+    feature_model,
+    data,
+    *,
+    batch_size=64,
+    count=None,
+    cache_dir=None,
+    memory_limit=MEMORY_LIMIT_BYTES,
+    verbose=0,
+):
     """Runs `feature_model` once over `data`; returns `(features, labels)` arrays.
 
     Features are kept in memory up to `memory_limit` bytes, beyond that in a `.npy`
@@ -236,7 +248,7 @@ def compute_features(feature_model, data, *, batch_size=64, count=None, cache_di
         if isinstance(store, list):
             store.append(values)
         else:
-            store[filled:filled + len(values)] = values
+            store[filled : filled + len(values)] = values
         filled += len(values)
         labels.append(np.asarray(targets))
         if progress is not None:
@@ -322,9 +334,18 @@ def _forward(name):
 
 
 for _name in (
-    "on_train_end", "on_epoch_begin", "on_epoch_end", "on_train_batch_begin",
-    "on_train_batch_end", "on_test_begin", "on_test_end", "on_test_batch_begin",
-    "on_test_batch_end", "on_predict_begin", "on_predict_end", "on_predict_batch_begin",
+    "on_train_end",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_test_begin",
+    "on_test_end",
+    "on_test_batch_begin",
+    "on_test_batch_end",
+    "on_predict_begin",
+    "on_predict_end",
+    "on_predict_batch_begin",
     "on_predict_batch_end",
 ):
     setattr(ForFullModel, _name, _forward(_name))

@@ -85,15 +85,13 @@ def _select(model, layers, pattern, fraction, from_top):
                 chosen.extend(leaf_layers(nested[item]))  # a nested model: all its layers
             else:
                 raise ValueError(
-                    f"No layer named {item!r} in model {model.name!r}. "
-                    f"Received: layers={layers!r}"
+                    f"No layer named {item!r} in model {model.name!r}. Received: layers={layers!r}"
                 )
     if pattern is not None:
         matched = [layer for layer in leaves if re.search(pattern, layer.name)]
         if not matched:
             raise ValueError(
-                f"No layer name matches {pattern!r} in model {model.name!r}. "
-                f"Received: pattern={pattern!r}"
+                f"No layer name matches {pattern!r} in model {model.name!r}. Received: pattern={pattern!r}"
             )
         chosen.extend(matched)
     if fraction is not None:
@@ -102,7 +100,7 @@ def _select(model, layers, pattern, fraction, from_top):
         count = round(len(leaves) * float(fraction))
         if len(leaves) == 1 and float(fraction) > 0:
             count = 1  # an indivisible layer (e.g. a TF Hub module): any share selects it
-        chosen.extend(leaves[len(leaves) - count:] if from_top else leaves[:count])
+        chosen.extend(leaves[len(leaves) - count :] if from_top else leaves[:count])
     return chosen
 
 
@@ -154,11 +152,7 @@ def sync_trainable(model):
 def _apply(model, selected, trainable, freeze_batchnorm):
     states = {id(layer): layer.trainable for layer in leaf_layers(model)}
     for layer in selected:
-        keep_frozen = (
-            trainable
-            and freeze_batchnorm
-            and isinstance(layer, keras.layers.BatchNormalization)
-        )
+        keep_frozen = trainable and freeze_batchnorm and isinstance(layer, keras.layers.BatchNormalization)
         states[id(layer)] = trainable and not keep_frozen
     if isinstance(model, keras.Model):
         _set_leaves(model, states)

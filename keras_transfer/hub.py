@@ -24,7 +24,7 @@ def _load_module(handle, load_options):
             "Loading a TF Hub / Kaggle URL needs `tensorflow_hub`, which failed to "
             f"import: {error}. tensorflow-hub 0.16 imports `pkg_resources`, which "
             'setuptools 82 removed, and needs tf-keras: run `pip install "setuptools<82" '
-            'tensorflow-hub tf-keras`, or pass a local SavedModel directory. '
+            "tensorflow-hub tf-keras`, or pass a local SavedModel directory. "
             f"Received: handle={handle!r}"
         ) from error
     try:
@@ -201,8 +201,7 @@ class HubLayer(keras.layers.Layer):
                 self.output_key = self.output_key or "default"
         if self.signature_outputs_as_dict and not self.signature:
             raise ValueError(
-                "signature_outputs_as_dict=True needs a signature. "
-                f"Received: signature={signature!r}"
+                f"signature_outputs_as_dict=True needs a signature. Received: signature={signature!r}"
             )
         if self.signature_outputs_as_dict and self.output_key is not None:
             raise ValueError(

@@ -37,7 +37,8 @@ import os
 import re
 import time
 import zlib
-from typing import NamedTuple, Optional
+from typing import NamedTuple
+from typing import Optional
 
 import keras
 import numpy as np
@@ -146,9 +147,7 @@ def _check_channels(channels):
 
 
 def _check_seed(seed):
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
-    ):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
         raise ValueError(f"seed must be a non-negative int or None. Received: seed={seed!r}")
     return None if seed is None else int(seed)
 
@@ -162,16 +161,12 @@ def _check_batch_size(batch_size):
 def _check_cache(cache):
     if isinstance(cache, bool) or (isinstance(cache, (str, os.PathLike)) and os.fspath(cache)):
         return os.fspath(cache) if not isinstance(cache, bool) else cache
-    raise ValueError(
-        f"cache must be True, False or a file path prefix. Received: cache={cache!r}"
-    )
+    raise ValueError(f"cache must be True, False or a file path prefix. Received: cache={cache!r}")
 
 
 def _check_augment(augment):
     if augment is not None and not isinstance(augment, bool) and not callable(augment):
-        raise ValueError(
-            f"augment must be a bool, None, or a callable. Received: augment={augment!r}"
-        )
+        raise ValueError(f"augment must be a bool, None, or a callable. Received: augment={augment!r}")
 
 
 # Listing and checking files.
@@ -280,8 +275,10 @@ def check_image_files(paths, *, channels=3, verbose=True):
             now = time.time()
             if verbose and now - last >= _PROGRESS_EVERY:
                 last = now
-                print(f"  checked {done:,} of {len(to_decode):,} images "
-                      f"({done / (now - start):,.0f} files/s)", flush=True)
+                print(
+                    f"  checked {done:,} of {len(to_decode):,} images ({done / (now - start):,.0f} files/s)",
+                    flush=True,
+                )
         for index in to_decode:
             if not decoded[index]:
                 # Decoded alone to get the message; one that passes now had a
@@ -466,8 +463,11 @@ def split_image_folder(folder, validation_split=0.2, *, seed=0):
     >>> len(train.paths), len(validation.paths), validation.class_counts
     (6, 4, {'a': 2, 'b': 2})
     """
-    if not isinstance(validation_split, (float, int, np.floating)) or isinstance(validation_split, bool) \
-            or not 0.0 < validation_split < 1.0:
+    if (
+        not isinstance(validation_split, (float, int, np.floating))
+        or isinstance(validation_split, bool)
+        or not 0.0 < validation_split < 1.0
+    ):
         raise ValueError(
             f"validation_split must be a float in (0, 1). Received: validation_split={validation_split!r}"
         )
@@ -634,9 +634,7 @@ def files_dataset(
     cache = _check_cache(cache)
     if labels is not None:
         labels = np.asarray(labels)
-        if labels.shape != (len(paths),) or (
-            labels.size and not np.issubdtype(labels.dtype, np.integer)
-        ):
+        if labels.shape != (len(paths),) or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
             raise ValueError(
                 "labels must be integer class ids, one per path. Received: "
                 f"labels of shape {labels.shape} and dtype {labels.dtype} for {len(paths)} paths"
@@ -673,10 +671,15 @@ def files_dataset(
     elif isinstance(cache, str):
         # The digest covers the cached order too: a shuffled and an ordered pipeline
         # over the same files must not read each other's cache.
-        ds = ds.cache(_cache_file(
-            cache, [paths[i] for i in order],
-            labels[order] if labels is not None else [-1] * len(paths), size, channels,
-        ))
+        ds = ds.cache(
+            _cache_file(
+                cache,
+                [paths[i] for i in order],
+                labels[order] if labels is not None else [-1] * len(paths),
+                size,
+                channels,
+            )
+        )
     if shuffle and cache is not False:
         buffer = len(paths) if cache is True else min(len(paths), FILE_CACHE_SHUFFLE_BUFFER)
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
@@ -759,8 +762,11 @@ def image_folder_datasets(
     batch_size = _check_batch_size(batch_size)
     cache = _check_cache(cache)
     _check_augment(augment)
-    if not isinstance(validation_split, (float, int, np.floating)) or isinstance(validation_split, bool) \
-            or not 0.0 <= validation_split < 1.0:
+    if (
+        not isinstance(validation_split, (float, int, np.floating))
+        or isinstance(validation_split, bool)
+        or not 0.0 <= validation_split < 1.0
+    ):
         raise ValueError(
             f"validation_split must be a float in [0, 1). Received: validation_split={validation_split!r}"
         )
@@ -768,22 +774,28 @@ def image_folder_datasets(
     if validation_split > 0:
         train_files, validation_files = split_image_folder(folder, validation_split, seed=seed)
         if verbose:
-            print(f"Using {len(train_files.paths):,} files for training, "
-                  f"{len(validation_files.paths):,} "
-                  "for validation.")
+            print(
+                f"Using {len(train_files.paths):,} files for training, "
+                f"{len(validation_files.paths):,} "
+                "for validation."
+            )
     else:
         train_files = folder._replace(skipped=[])
         validation_files = None
     common = dict(image_size=size, channels=channels, batch_size=batch_size)
     train = files_dataset(
-        train_files.paths, train_files.labels, shuffle=shuffle, seed=seed, augment=augment,
-        cache=cache, drop_remainder=drop_remainder, **common,
+        train_files.paths,
+        train_files.labels,
+        shuffle=shuffle,
+        seed=seed,
+        augment=augment,
+        cache=cache,
+        drop_remainder=drop_remainder,
+        **common,
     )
     validation = None
     if validation_files is not None:
-        validation = files_dataset(
-            validation_files.paths, validation_files.labels, cache=cache, **common
-        )
+        validation = files_dataset(validation_files.paths, validation_files.labels, cache=cache, **common)
     train_plain = files_dataset(train_files.paths, train_files.labels, cache=False, **common)
     return FolderData(
         train=train,

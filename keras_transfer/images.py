@@ -22,8 +22,7 @@ def check_image_size(image_size):
         size = ()
     if len(size) != 2 or min(size) < 1:
         raise ValueError(
-            "image_size must be a positive int or (height, width). "
-            f"Received: image_size={image_size!r}"
+            f"image_size must be a positive int or (height, width). Received: image_size={image_size!r}"
         )
     return size
 

@@ -46,7 +46,6 @@ from keras_transfer.performance import _bf16_unsupported_reason
 PRECISIONS = ("float32", "bfloat16")
 
 
-
 # BatchNorm folding.
 
 
@@ -249,7 +248,8 @@ def _bf16_rewrite(frozen):
 
     wrapped = tf.compat.v1.wrap_function(import_graph, [])
     bf16_ops = sum(
-        1 for node in optimized.node
+        1
+        for node in optimized.node
         if node.attr["T"].type == tf.bfloat16.as_datatype_enum
         and node.op in ("Conv2D", "Conv3D", "MatMul", "BatchMatMulV2", "DepthwiseConv2dNative")
     )
@@ -273,8 +273,18 @@ class InferenceModel:
         bf16_ops: int. Convolutions / matmuls running in bfloat16 (0 for float32).
     """
 
-    def __init__(self, function, *, batch_size, precision, input_shape, input_dtype,
-                 single_output, folded_batch_norms, bf16_ops):
+    def __init__(
+        self,
+        function,
+        *,
+        batch_size,
+        precision,
+        input_shape,
+        input_dtype,
+        single_output,
+        folded_batch_norms,
+        bf16_ops,
+    ):
         self._function = function
         self.batch_size = batch_size
         self.precision = precision
@@ -285,8 +295,10 @@ class InferenceModel:
         self.bf16_ops = bf16_ops
 
     def __repr__(self):
-        return (f"<InferenceModel precision={self.precision!r} batch_size={self.batch_size} "
-                f"input_shape={self.input_shape} folded_batch_norms={self.folded_batch_norms}>")
+        return (
+            f"<InferenceModel precision={self.precision!r} batch_size={self.batch_size} "
+            f"input_shape={self.input_shape} folded_batch_norms={self.folded_batch_norms}>"
+        )
 
     def __call__(self, batch):
         """Runs exactly one batch of `input_shape`; returns a float32 tensor (or a list)."""
@@ -313,13 +325,11 @@ class InferenceModel:
         """
         x = np.asarray(x, dtype=self._input_dtype.as_numpy_dtype)
         if x.shape[1:] != self.input_shape[1:]:
-            raise ValueError(
-                f"Expected samples of shape {self.input_shape[1:]}. Received: x.shape={x.shape}"
-            )
+            raise ValueError(f"Expected samples of shape {self.input_shape[1:]}. Received: x.shape={x.shape}")
         n = len(x)
         chunks = []
         for start in range(0, n, self.batch_size):
-            batch = x[start:start + self.batch_size]
+            batch = x[start : start + self.batch_size]
             size = len(batch)
             if size < self.batch_size:
                 pad = np.repeat(batch[-1:], self.batch_size - size, axis=0)
@@ -408,8 +418,7 @@ def optimize_for_inference(model, batch_size=32, precision="float32", *, fold_ba
         reason = _bf16_unsupported_reason()
         if reason is not None:
             raise RuntimeError(
-                f"precision='bfloat16' is not supported on this machine: {reason}. "
-                "Use precision='float32'."
+                f"precision='bfloat16' is not supported on this machine: {reason}. Use precision='float32'."
             )
     inputs = model.inputs if _is_functional(model) else None
     if not inputs:

@@ -28,7 +28,9 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
     - [Szegedy et al., 2016](https://arxiv.org/abs/1512.00567) (label smoothing)
     """
 
-    def __init__(self, label_smoothing=0.0, from_logits=False, name="sparse_categorical_crossentropy", **kwargs):
+    def __init__(
+        self, label_smoothing=0.0, from_logits=False, name="sparse_categorical_crossentropy", **kwargs
+    ):
         super().__init__(name=name, **kwargs)
         if not 0.0 <= float(label_smoothing) < 1.0:
             raise ValueError(

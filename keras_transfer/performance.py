@@ -101,13 +101,15 @@ def bf16_supported():
 def _bf16_unsupported_reason():
     if not bf16_supported():
         if not _onednn_enabled():
-            return ("TensorFlow's oneDNN kernels are off (TF_ENABLE_ONEDNN_OPTS=0 or a build "
-                    "without oneDNN), and they are the ones that compute in bfloat16")
-        return ("this CPU has no native bfloat16 instructions (neither AMX `amx_bf16` nor "
-                "AVX-512 `avx512_bf16`), so bfloat16 would be emulated and slower than float32")
+            return (
+                "TensorFlow's oneDNN kernels are off (TF_ENABLE_ONEDNN_OPTS=0 or a build "
+                "without oneDNN), and they are the ones that compute in bfloat16"
+            )
+        return (
+            "this CPU has no native bfloat16 instructions (neither AMX `amx_bf16` nor "
+            "AVX-512 `avx512_bf16`), so bfloat16 would be emulated and slower than float32"
+        )
     return None
-
-
 
 
 def _layer_flops(layer):
@@ -119,6 +121,7 @@ def _layer_flops(layer):
         outputs = keras.tree.flatten(node.output_tensors)
         if not outputs:
             continue
+
         def positions(shape):  # output pixels (conv) or rows (Dense) per sample
             inner = shape[2:] if getattr(layer, "data_format", None) == "channels_first" else shape[1:-1]
             return int(np.prod([d for d in inner if d is not None])) if len(shape) > 2 else 1
@@ -127,7 +130,9 @@ def _layer_flops(layer):
         if isinstance(layer, _DEPTHWISE):
             kernel = layer.kernel.shape  # (*k, in, multiplier)
             macs = int(np.prod(kernel)) * spatial
-        elif isinstance(layer, keras.layers.SeparableConv1D) or isinstance(layer, keras.layers.SeparableConv2D):
+        elif isinstance(layer, keras.layers.SeparableConv1D) or isinstance(
+            layer, keras.layers.SeparableConv2D
+        ):
             macs = int(np.prod(layer.depthwise_kernel.shape)) * spatial
             macs += int(np.prod(layer.pointwise_kernel.shape)) * spatial
         elif isinstance(layer, _FOLDABLE + _TRANSPOSED):
@@ -174,7 +179,6 @@ def model_flops(model):
         else:
             total += _layer_flops(layer)
     return total
-
 
 
 def default_jit_compile():

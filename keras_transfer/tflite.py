@@ -119,8 +119,7 @@ def export_tflite(
         )
     if len(model.inputs) != 1:
         raise ValueError(
-            f"TFLite export takes models with one input. Received: a model with "
-            f"{len(model.inputs)} inputs"
+            f"TFLite export takes models with one input. Received: a model with {len(model.inputs)} inputs"
         )
     shape = tuple(model.inputs[0].shape[1:])
     calibration = None
@@ -131,9 +130,7 @@ def export_tflite(
                 "representative_data (an array, (x, y), or a tf.data.Dataset of training "
                 "images). Received: representative_data=None"
             )
-        calibration = _calibration_images(
-            representative_data, shape, num_calibration_samples, seed
-        )
+        calibration = _calibration_images(representative_data, shape, num_calibration_samples, seed)
 
     start = time.time()
     try:
@@ -183,8 +180,11 @@ def _float32_policies(config):
     if isinstance(config, dict):
         if config.get("class_name") == "DTypePolicy" and _is_mixed(config.get("config", {}).get("name")):
             return dict(config, config=dict(config["config"], name="float32"))
-        return {key: ("float32" if key == "dtype" and _is_mixed(value) else _float32_policies(value))
-                for key, value in config.items() if key != "compile_config"}
+        return {
+            key: ("float32" if key == "dtype" and _is_mixed(value) else _float32_policies(value))
+            for key, value in config.items()
+            if key != "compile_config"
+        }
     if isinstance(config, (list, tuple)):
         return type(config)(_float32_policies(value) for value in config)
     return config
@@ -224,10 +224,9 @@ def float32_copy(model):
     finally:
         keras.mixed_precision.set_global_policy(previous)
     weights = model.get_weights()
-    copy.set_weights([
-        np.asarray(w, np.float32) if np.issubdtype(np.asarray(w).dtype, np.floating) else w
-        for w in weights
-    ])
+    copy.set_weights(
+        [np.asarray(w, np.float32) if np.issubdtype(np.asarray(w).dtype, np.floating) else w for w in weights]
+    )
     return copy
 
 
@@ -291,9 +290,7 @@ def _calibration_images(data, shape, count, seed):
             x = x[np.sort(np.random.default_rng(seed).choice(len(x), count, replace=False))]
     if len(x) == 0:
         raise ValueError("representative_data is empty: int8 calibration needs images.")
-    if x.ndim != len(shape) + 1 or any(
-        s is not None and s != d for s, d in zip(shape, x.shape[1:])
-    ):
+    if x.ndim != len(shape) + 1 or any(s is not None and s != d for s, d in zip(shape, x.shape[1:])):
         raise ValueError(
             f"Calibration images must have the model's input shape {shape}. "
             f"Received: images of shape {tuple(x.shape[1:])}"
@@ -382,18 +379,15 @@ class TFLiteClassifier:
             e is not None and e != d for e, d in zip(expected, x.shape[1:])
         ):
             raise ValueError(
-                f"{self.path} takes inputs of shape {self.input_shape}. "
-                f"Received: x.shape={x.shape}"
+                f"{self.path} takes inputs of shape {self.input_shape}. Received: x.shape={x.shape}"
             )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(
-                f"batch_size must be a positive integer. Received: batch_size={batch_size!r}"
-            )
+            raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
         dynamic = self.input_shape[0] is None
         step = batch_size if dynamic else self._batch
         outputs = []
         for start in range(0, len(x), step):
-            chunk = self._quantize(x[start:start + step])
+            chunk = self._quantize(x[start : start + step])
             count = len(chunk)
             if not dynamic and count < step:  # fixed batch size: pad the last chunk
                 padding = np.zeros((step - count,) + chunk.shape[1:], chunk.dtype)
@@ -474,9 +468,7 @@ def evaluate_tflite(model, x, y=None, *, batch_size=256):
             raise ValueError("evaluate_tflite needs labels y (or a dataset of (images, labels)).")
         y = np.asarray(y).reshape(-1)
         if len(y) != len(x):
-            raise ValueError(
-                f"x and y must have the same length. Received: len(x)={len(x)}, len(y)={len(y)}"
-            )
+            raise ValueError(f"x and y must have the same length. Received: len(x)={len(x)}, len(y)={len(y)}")
         predicted = runner.predict(x, batch_size).argmax(-1)
     if len(y) == 0:
         raise ValueError("No images to evaluate.")

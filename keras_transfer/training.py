@@ -98,9 +98,7 @@ def training_callbacks(workdir=None, *, patience=None, monitor="val_loss"):
     callbacks = []
     if patience is not None:
         callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=monitor, patience=patience, restore_best_weights=True
-            )
+            keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
         )
     if workdir is not None:
         os.makedirs(workdir, exist_ok=True)
@@ -113,8 +111,9 @@ def training_callbacks(workdir=None, *, patience=None, monitor="val_loss"):
     return callbacks
 
 
-def as_dataset(data, model, *, batch_size=32, shuffle=False, seed=None, drop_remainder=False, augment=None,
-               repeat=False):
+def as_dataset(
+    data, model, *, batch_size=32, shuffle=False, seed=None, drop_remainder=False, augment=None, repeat=False
+):
     """Turns `(x, y)` arrays into a pipeline checked against `model`; passes datasets on.
 
     Arrays become `make_dataset(...)`: cached in memory, shuffled (if asked), repeated
@@ -135,9 +134,15 @@ def as_dataset(data, model, *, batch_size=32, shuffle=False, seed=None, drop_rem
     elif isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = data
         data = data_lib.make_dataset(
-            x, y, batch_size=batch_size, shuffle=shuffle, seed=seed,
-            drop_remainder=repeat or (drop_remainder and len(x) >= batch_size), num_classes=num_classes,
-            augment=augment, repeat=repeat,
+            x,
+            y,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            drop_remainder=repeat or (drop_remainder and len(x) >= batch_size),
+            num_classes=num_classes,
+            augment=augment,
+            repeat=repeat,
         )
         image_shape = tuple(data.element_spec[0].shape[1:])
     else:
@@ -175,8 +180,7 @@ class BatchNormRecalibration:
     images: int
 
     def __str__(self):
-        return (f"Re-estimated BatchNorm statistics of {self.layers} layers on "
-                f"{self.images:,} training images")
+        return f"Re-estimated BatchNorm statistics of {self.layers} layers on {self.images:,} training images"
 
 
 def batchnorm_layers(model, *, trainable=None):
@@ -209,7 +213,7 @@ def _image_batches(data, batch_size, max_images):
         if isinstance(data, (tuple, list)) and len(data) == 2:
             data = data[0]
         x = np.asarray(data, np.float32)
-        batches = (x[i:i + batch_size] for i in range(0, len(x), batch_size))
+        batches = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
     seen = 0
     for batch in batches:
         if max_images is not None and seen >= max_images:
@@ -276,6 +280,7 @@ def recalibrate_batchnorm(model, data, *, max_images=2048, batch_size=32, log=No
     def in_training_mode(call):
         def forced(inputs, training=None, mask=None):
             return call(inputs, training=True, mask=mask)
+
         return forced
 
     seen = 0
@@ -345,7 +350,10 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
         if self._step is None:
             self._step = _recalibration_step(model, batchnorm_layers(model, trainable=True))
         self.result = recalibrate_batchnorm(
-            model, self.data, max_images=self.max_images, batch_size=self.batch_size,
+            model,
+            self.data,
+            max_images=self.max_images,
+            batch_size=self.batch_size,
             _step=self._step,
         )
         self._stale = False
@@ -361,8 +369,10 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
         if self._stale:
             self._recalibrate()
         if self.result is not None and self.log is not None:
-            self.log(f"{self.result}, before each validation and at the end (BatchNorm "
-                     "trained in a short run: its moving statistics lag behind the weights).")
+            self.log(
+                f"{self.result}, before each validation and at the end (BatchNorm "
+                "trained in a short run: its moving statistics lag behind the weights)."
+            )
 
 
 class ChanceLevelWarning(keras.callbacks.Callback):
@@ -541,8 +551,14 @@ def train(
             full_batches = max(1, len(train_data[0]) // batch_size)
             repeated = run_length(full_batches, epochs - initial_epoch, min_steps) > full_batches
         train_ds = as_dataset(
-            train_data, model, batch_size=batch_size, shuffle=True, seed=seed,
-            drop_remainder=True, augment=augment, repeat=repeated,
+            train_data,
+            model,
+            batch_size=batch_size,
+            shuffle=True,
+            seed=seed,
+            drop_remainder=True,
+            augment=augment,
+            repeat=repeated,
         )
         validation_ds = None
         if validation_data is not None:
@@ -573,7 +589,10 @@ def train(
                 learning_rate, decay_steps=max(1, steps_per_epoch * (epochs - initial_epoch))
             )
         compile_classifier(
-            model, learning_rate=rate, jit_compile=jit, steps_per_execution=1,
+            model,
+            learning_rate=rate,
+            jit_compile=jit,
+            steps_per_execution=1,
             label_smoothing=label_smoothing,
         )
     elif steps_per_execution == "auto" and model.steps_per_execution > 1:
@@ -590,11 +609,19 @@ def train(
             stacklevel=2,
         )
     _set_steps_per_execution(fit_model, steps_per_execution, model, batch_size, steps_per_epoch)
-    all_callbacks = _batchnorm_callbacks(
-        model, recalibrate_batchnorm, train_data, batch_size, verbose,
-        steps=None if steps_per_epoch is None else (epochs - initial_epoch) * steps_per_epoch,
-        validation=validation_data is not None, wrap=plan.use,
-    ) + all_callbacks
+    all_callbacks = (
+        _batchnorm_callbacks(
+            model,
+            recalibrate_batchnorm,
+            train_data,
+            batch_size,
+            verbose,
+            steps=None if steps_per_epoch is None else (epochs - initial_epoch) * steps_per_epoch,
+            validation=validation_data is not None,
+            wrap=plan.use,
+        )
+        + all_callbacks
+    )
     return fit_model.fit(
         train_ds,
         validation_data=validation_ds,
@@ -617,7 +644,9 @@ def run_length(steps_per_pass, epochs, min_steps):
     >>> run_length(1, 20, 400), run_length(54, 20, 400), run_length(3, 5, None)
     (20, 54, 3)
     """
-    if isinstance(min_steps, bool) or (min_steps is not None and (int(min_steps) != min_steps or min_steps < 0)):
+    if isinstance(min_steps, bool) or (
+        min_steps is not None and (int(min_steps) != min_steps or min_steps < 0)
+    ):
         raise ValueError(f"min_steps must be an integer >= 0. Received: min_steps={min_steps!r}")
     if not min_steps or steps_per_pass is None or epochs < 1:
         return steps_per_pass
@@ -634,8 +663,10 @@ def _batchnorm_callbacks(model, recalibrate, train_data, batch_size, verbose, *,
         recalibrate = batchnorm_run_is_short(model, steps)
     if recalibrate is not False and batchnorm_layers(model, trainable=True):
         images = train_data if recalibrate is True else recalibrate
-        callbacks.insert(0, RecalibrateBatchNorm(
-            images, batch_size=batch_size, model=model, log=print if verbose else None))
+        callbacks.insert(
+            0,
+            RecalibrateBatchNorm(images, batch_size=batch_size, model=model, log=print if verbose else None),
+        )
     if wrap:
         callbacks = [cache_lib.ForFullModel(c, model) for c in callbacks]
     return callbacks
@@ -648,7 +679,11 @@ def _has_frozen_weights(model):
 def _set_steps_per_execution(fit_model, steps_per_execution, model, batch_size, steps_per_epoch):
     if steps_per_execution == "auto":
         steps_per_execution = performance.auto_steps_per_execution(fit_model, batch_size, steps_per_epoch)
-    elif isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, int) or steps_per_execution < 1:
+    elif (
+        isinstance(steps_per_execution, bool)
+        or not isinstance(steps_per_execution, int)
+        or steps_per_execution < 1
+    ):
         raise ValueError(
             "steps_per_execution must be a positive integer or 'auto'. "
             f"Received: steps_per_execution={steps_per_execution!r}"
@@ -664,8 +699,11 @@ def _compile_like(head, model, jit):
     config = getattr(model, "_compile_config", None)
     metrics = config.config.get("metrics") if config is not None else None
     head.compile(
-        optimizer=model.optimizer, loss=model.loss, metrics=metrics,
-        jit_compile=jit, steps_per_execution=1,
+        optimizer=model.optimizer,
+        loss=model.loss,
+        metrics=metrics,
+        jit_compile=jit,
+        steps_per_execution=1,
     )
 
 
@@ -674,11 +712,16 @@ def _cached(split, model, train_data, validation_data, batch_size, seed, verbose
     start = time.time()
     checked = as_dataset(train_data, model, batch_size=batch_size)
     features, labels = cache_lib.compute_features(
-        split.features, train_data if isinstance(train_data, tf.data.Dataset) else checked,
+        split.features,
+        train_data if isinstance(train_data, tf.data.Dataset) else checked,
         count=None if isinstance(train_data, tf.data.Dataset) else len(train_data[0]),
     )
     train_ds = cache_lib.feature_dataset(
-        features, labels, batch_size=batch_size, shuffle=True, seed=seed,
+        features,
+        labels,
+        batch_size=batch_size,
+        shuffle=True,
+        seed=seed,
         drop_remainder=len(features) >= batch_size,
     )
     validation_ds = None
@@ -771,11 +814,18 @@ class Recipe:
 
 RECIPES = {
     "small": Recipe(
-        head_epochs=0, epochs=20, head_learning_rate=1e-2, learning_rate=3e-3,
-        unfreeze_fraction=1.0, scratch_learning_rate=3e-3,
+        head_epochs=0,
+        epochs=20,
+        head_learning_rate=1e-2,
+        learning_rate=3e-3,
+        unfreeze_fraction=1.0,
+        scratch_learning_rate=3e-3,
     ),
     "pretrained": Recipe(
-        head_epochs=5, epochs=10, head_learning_rate=1e-3, learning_rate=1e-5,
+        head_epochs=5,
+        epochs=10,
+        head_learning_rate=1e-3,
+        learning_rate=1e-5,
         unfreeze_fraction=0.25,
     ),
 }
@@ -832,7 +882,9 @@ def resolve_recipe(recipe, backbone, **overrides):
         recipe = recipe_for(backbone)
     elif isinstance(recipe, str):
         if recipe not in RECIPES:
-            raise ValueError(f"recipe must be one of {sorted(RECIPES)} or a Recipe. Received: recipe={recipe!r}")
+            raise ValueError(
+                f"recipe must be one of {sorted(RECIPES)} or a Recipe. Received: recipe={recipe!r}"
+            )
         recipe = RECIPES[recipe]
     return recipe.replace(**overrides)
 
@@ -925,8 +977,13 @@ def fine_tune(
         ) from None
     fields = {field.name for field in dataclasses.fields(Recipe)}
     recipe = resolve_recipe(
-        recipe, model, head_epochs=head_epochs, epochs=epochs, head_learning_rate=head_learning_rate,
-        learning_rate=learning_rate, unfreeze_fraction=unfreeze_fraction,
+        recipe,
+        model,
+        head_epochs=head_epochs,
+        epochs=epochs,
+        head_learning_rate=head_learning_rate,
+        learning_rate=learning_rate,
+        unfreeze_fraction=unfreeze_fraction,
         freeze_batchnorm=freeze_batchnorm,
         **{key: train_kwargs.pop(key) for key in list(train_kwargs) if key in fields},
     )
@@ -939,9 +996,13 @@ def fine_tune(
     verbose = default_verbose() if verbose == "auto" else verbose
     arrays = not isinstance(train_data, tf.data.Dataset)
     stage_kwargs = dict(
-        batch_size=recipe.batch_size, label_smoothing=recipe.label_smoothing,
-        cosine=recipe.cosine, min_steps=recipe.min_steps, patience=patience,
-        verbose=verbose, augment=True if (recipe.augment and arrays) else None,
+        batch_size=recipe.batch_size,
+        label_smoothing=recipe.label_smoothing,
+        cosine=recipe.cosine,
+        min_steps=recipe.min_steps,
+        patience=patience,
+        verbose=verbose,
+        augment=True if (recipe.augment and arrays) else None,
     )
     stage_kwargs.update(train_kwargs)
     head_path = os.path.join(workdir, "head.weights.h5") if workdir else None
@@ -958,8 +1019,12 @@ def fine_tune(
                 print(f"Stage 1 already done: loaded {head_path}.")
         else:
             first = train(
-                model, train_data, validation_data, epochs=recipe.head_epochs,
-                learning_rate=recipe.head_learning_rate, workdir=stage_dir("head"),
+                model,
+                train_data,
+                validation_data,
+                epochs=recipe.head_epochs,
+                learning_rate=recipe.head_learning_rate,
+                workdir=stage_dir("head"),
                 **stage_kwargs,
             )
             merged = {key: list(values) for key, values in first.history.items()}
@@ -969,9 +1034,14 @@ def fine_tune(
         return TwoStageHistory(history=merged, head_epochs=recipe.head_epochs, recipe=recipe)
     freezing.unfreeze(body, fraction=recipe.unfreeze_fraction, freeze_batchnorm=recipe.freeze_batchnorm)
     second = train(
-        model, train_data, validation_data, epochs=recipe.head_epochs + recipe.epochs,
-        initial_epoch=recipe.head_epochs, learning_rate=recipe.learning_rate,
-        workdir=stage_dir("fine_tune"), **stage_kwargs,
+        model,
+        train_data,
+        validation_data,
+        epochs=recipe.head_epochs + recipe.epochs,
+        initial_epoch=recipe.head_epochs,
+        learning_rate=recipe.learning_rate,
+        workdir=stage_dir("fine_tune"),
+        **stage_kwargs,
     )
     for key, values in second.history.items():
         merged.setdefault(key, []).extend(values)

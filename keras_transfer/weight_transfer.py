@@ -34,9 +34,7 @@ def weighted_layers(model):
     counts = {}
     for path, layer in found:
         counts[layer.name] = counts.get(layer.name, 0) + 1
-    return {
-        (layer.name if counts[layer.name] == 1 else path): layer for path, layer in found
-    }
+    return {(layer.name if counts[layer.name] == 1 else path): layer for path, layer in found}
 
 
 @dataclasses.dataclass
@@ -159,8 +157,7 @@ def transfer_weights(
         unknown += [t for t in renamed if t not in target_layers]
         if unknown:
             raise ValueError(
-                f"name_map names layers that do not exist: {unknown}. "
-                f"Received: name_map={name_map!r}"
+                f"name_map names layers that do not exist: {unknown}. Received: name_map={name_map!r}"
             )
         pairs = {t: renamed.get(t, t) for t in target_layers}
 
@@ -195,9 +192,7 @@ def transfer_weights(
     if strict:
         problems += [f"source layer {name!r} was not used" for name in unused]
         if problems:
-            raise ValueError(
-                "Strict weight transfer failed:\n  " + "\n  ".join(problems)
-            )
+            raise ValueError("Strict weight transfer failed:\n  " + "\n  ".join(problems))
     report = TransferReport(rows=rows, unused_source=unused)
     if verbose:
         print(report)

@@ -108,8 +108,7 @@ def resolve_backbone(backbone):
         return "hub:" + path
     if os.sep in path and not path.startswith("hub:") and os.path.exists(path):
         raise ValueError(
-            f"--backbone {path}: not a .keras model file or a SavedModel folder "
-            "(with saved_model.pb)."
+            f"--backbone {path}: not a .keras model file or a SavedModel folder (with saved_model.pb)."
         )
     return path
 
@@ -193,9 +192,10 @@ def _prepare_run_dir(run_dir, config, log):
         else:
             changed = [key for key in structural if previous.get(key) != config[key]] or ["format"]
             why = "; ".join(
-                f"{key} {previous.get(key)!r} -> {config[key]!r}" if key != "class_names"
+                f"{key} {previous.get(key)!r} -> {config[key]!r}"
+                if key != "class_names"
                 else f"classes {len(previous.get(key) or [])} -> {len(config[key])}"
-                     + ("" if len(previous.get(key) or []) != len(config[key]) else " (other names)")
+                + ("" if len(previous.get(key) or []) != len(config[key]) else " (other names)")
                 for key in changed
             )
         aside = run_dir.rstrip(os.sep) + ".stale"
@@ -204,23 +204,29 @@ def _prepare_run_dir(run_dir, config, log):
             suffix += 1
             aside = f"{run_dir.rstrip(os.sep)}.stale{suffix}"
         os.replace(run_dir, aside)
-        log(f"The checkpoints in {run_dir} belong to another configuration ({why}): moved them "
-            f"to {aside}; starting fresh.")
+        log(
+            f"The checkpoints in {run_dir} belong to another configuration ({why}): moved them "
+            f"to {aside}; starting fresh."
+        )
         state = []
     elif state:
         done = {name: _backup_epoch(os.path.join(run_dir, name)) for name in ("head", "fine_tune", "all")}
         if config["stages"] == 1 and done["all"] is not None:
             log(f"Resuming the interrupted run in {run_dir} from epoch {done['all'] + 1}.")
         elif config["stages"] == 2 and done["fine_tune"] is not None:
-            log(f"Resuming the interrupted run in {run_dir}: stage 2 from epoch "
-                f"{done['fine_tune'] + 1} (stage 1 is done).")
+            log(
+                f"Resuming the interrupted run in {run_dir}: stage 2 from epoch "
+                f"{done['fine_tune'] + 1} (stage 1 is done)."
+            )
         elif config["stages"] == 2 and os.path.exists(os.path.join(run_dir, "head.weights.h5")):
             log(f"Resuming the run in {run_dir}: stage 1 is done, starting stage 2.")
         elif config["stages"] == 2 and done["head"] is not None:
             log(f"Resuming the interrupted run in {run_dir}: stage 1 from epoch {done['head'] + 1}.")
         else:
-            log(f"A finished run of the same configuration is in {run_dir}: training again "
-                "(there is no crash backup to resume from).")
+            log(
+                f"A finished run of the same configuration is in {run_dir}: training again "
+                "(there is no crash backup to resume from)."
+            )
     os.makedirs(run_dir, exist_ok=True)
     with open(record, "w") as handle:
         json.dump(config, handle, indent=2)
@@ -340,47 +346,77 @@ def train_from_folder(
     keras.utils.set_random_seed(seed)
 
     folder = image_folder.image_folder_datasets(
-        data_dir, image_size=shape[:2], channels=shape[2], validation_split=validation_split,
-        seed=seed, batch_size=batch_size, augment=augment, verbose=scan_verbose,
+        data_dir,
+        image_size=shape[:2],
+        channels=shape[2],
+        validation_split=validation_split,
+        seed=seed,
+        batch_size=batch_size,
+        augment=augment,
+        verbose=scan_verbose,
     )
     class_names = list(folder.class_names)
     model = builders.build_classifier(
-        backbone, len(class_names), weights=weights, input_shape=shape, dropout=dropout,
+        backbone,
+        len(class_names),
+        weights=weights,
+        input_shape=shape,
+        dropout=dropout,
     )
     pretrained = not isinstance(backbone, str) or weights is not None or backbone.startswith("hub:")
     recipe = training.resolve_recipe(
-        recipe, backbone, head_epochs=head_epochs, epochs=epochs, head_learning_rate=head_learning_rate,
-        learning_rate=learning_rate, unfreeze_fraction=unfreeze_fraction, batch_size=batch_size,
+        recipe,
+        backbone,
+        head_epochs=head_epochs,
+        epochs=epochs,
+        head_learning_rate=head_learning_rate,
+        learning_rate=learning_rate,
+        unfreeze_fraction=unfreeze_fraction,
+        batch_size=batch_size,
         min_steps=min_steps,
     )
-    _prepare_run_dir(
-        run_dir, _run_config(backbone_arg, weights, class_names, shape, pretrained, recipe), log
-    )
+    _prepare_run_dir(run_dir, _run_config(backbone_arg, weights, class_names, shape, pretrained, recipe), log)
     export_lib.write_labels(run_dir, class_names)
     # The folder pipeline yields the same decoded images every epoch unless it augments,
     # so a frozen backbone's features can be computed once (stage 1).
     train_kwargs = dict(verbose=verbose, patience=patience, feature_cache=not augment)
     if pretrained and augment and recipe.head_epochs:
-        log("Feature cache off: augmentation is on, so every epoch sees new images "
-            "(--no-augment trains the head on features computed once).")
+        log(
+            "Feature cache off: augmentation is on, so every epoch sees new images "
+            "(--no-augment trains the head on features computed once)."
+        )
     if pretrained:
-        stage2 = (f"the top {recipe.unfreeze_fraction:.0%} of the backbone for {recipe.epochs} "
-                  f"epochs at {recipe.learning_rate:g} (BatchNorm frozen)")
-        stages = (f"Stage 1: the head for {recipe.head_epochs} epochs at "
-                  f"{recipe.head_learning_rate:g}; stage 2: {stage2}" if recipe.head_epochs
-                  else f"One stage: {stage2}")
-        log(f"Recipe for a {training.backbone_kind(backbone)} backbone. {stages}; cosine decay, "
+        stage2 = (
+            f"the top {recipe.unfreeze_fraction:.0%} of the backbone for {recipe.epochs} "
+            f"epochs at {recipe.learning_rate:g} (BatchNorm frozen)"
+        )
+        stages = (
+            f"Stage 1: the head for {recipe.head_epochs} epochs at "
+            f"{recipe.head_learning_rate:g}; stage 2: {stage2}"
+            if recipe.head_epochs
+            else f"One stage: {stage2}"
+        )
+        log(
+            f"Recipe for a {training.backbone_kind(backbone)} backbone. {stages}; cosine decay, "
             f"label smoothing {recipe.label_smoothing:g}, at least {recipe.min_steps} steps "
-            f"per stage. Checkpoints in {run_dir}.")
+            f"per stage. Checkpoints in {run_dir}."
+        )
         history = training.fine_tune(
-            model, folder.train, folder.validation, recipe=recipe, workdir=run_dir, **train_kwargs,
+            model,
+            folder.train,
+            folder.validation,
+            recipe=recipe,
+            workdir=run_dir,
+            **train_kwargs,
         )
     else:
         rate = recipe.learning_rate if learning_rate is not None else recipe.scratch_learning_rate
-        log(f"Randomly initialised backbone: training everything in one stage for "
+        log(
+            f"Randomly initialised backbone: training everything in one stage for "
             f"{recipe.epochs} epochs at {rate:g} (cosine decay, label smoothing "
             f"{recipe.label_smoothing:g}, at least {recipe.min_steps} steps; no head stage, so "
-            f"head_epochs/--head-epochs is not used). Checkpoints in {run_dir}.")
+            f"head_epochs/--head-epochs is not used). Checkpoints in {run_dir}."
+        )
         # BatchNorm from random weights in a short run: its moving statistics would stay
         # near their initial values (a chance-level model in inference mode and in every
         # export), so they are re-estimated on the training images, unaugmented.
@@ -388,20 +424,33 @@ def train_from_folder(
         steps = recipe.epochs * training.run_length(passes, recipe.epochs, recipe.min_steps)
         recalibration = []
         if training.batchnorm_run_is_short(model, steps):
-            recalibration = [training.RecalibrateBatchNorm(
-                folder.train_plain, batch_size=recipe.batch_size, model=model, log=log)]
+            recalibration = [
+                training.RecalibrateBatchNorm(
+                    folder.train_plain, batch_size=recipe.batch_size, model=model, log=log
+                )
+            ]
         history = training.train(
-            model, folder.train, folder.validation, epochs=recipe.epochs,
-            learning_rate=rate, batch_size=recipe.batch_size,
-            label_smoothing=recipe.label_smoothing, cosine=recipe.cosine,
-            min_steps=recipe.min_steps, workdir=os.path.join(run_dir, "all"),
-            recalibrate_batchnorm=False, callbacks=recalibration, **train_kwargs,
+            model,
+            folder.train,
+            folder.validation,
+            epochs=recipe.epochs,
+            learning_rate=rate,
+            batch_size=recipe.batch_size,
+            label_smoothing=recipe.label_smoothing,
+            cosine=recipe.cosine,
+            min_steps=recipe.min_steps,
+            workdir=os.path.join(run_dir, "all"),
+            recalibrate_batchnorm=False,
+            callbacks=recalibration,
+            **train_kwargs,
         )
         ran = getattr(history, "epoch", None)
         if ran and ran[-1] + 1 < recipe.epochs:
-            log(f"Early stopping: stopped after epoch {ran[-1] + 1} of {recipe.epochs}, val_loss had not "
+            log(
+                f"Early stopping: stopped after epoch {ran[-1] + 1} of {recipe.epochs}, val_loss had not "
                 f"improved for {patience} epochs (the best epoch's weights are kept; "
-                "--patience 0 turns early stopping off).")
+                "--patience 0 turns early stopping off)."
+            )
     model_path = _save_model_atomically(model, os.path.join(run_dir, "model.keras"))
     log(f"saved {model_path}")
 
@@ -416,19 +465,31 @@ def train_from_folder(
     evaluation = None
     if eval_data is not None:
         evaluation = report_evaluation(model, eval_data, class_names, run_dir, title=eval_title, log=log)
-        evaluation_lib.plot_history(history, os.path.join(run_dir, "learning_curves.png"),
-                                    title=f"{name}: {model.name}")
+        evaluation_lib.plot_history(
+            history, os.path.join(run_dir, "learning_curves.png"), title=f"{name}: {model.name}"
+        )
     exported = None
     if export:
         calibration = _calibration_sample(folder.train_files, shape, seed) if tflite else None
         exported = export_model(
-            model, os.path.join(output, name), class_names=class_names, tflite=tflite,
-            calibration_data=calibration, eval_data=eval_data,
-            eval_title=eval_title if eval_data is not None else None, log=log,
+            model,
+            os.path.join(output, name),
+            class_names=class_names,
+            tflite=tflite,
+            calibration_data=calibration,
+            eval_data=eval_data,
+            eval_title=eval_title if eval_data is not None else None,
+            log=log,
         )
     return TrainResult(
-        model=model, class_names=class_names, history=history, evaluation=evaluation,
-        run_dir=run_dir, model_path=model_path, export=exported, skipped=list(folder.skipped),
+        model=model,
+        class_names=class_names,
+        history=history,
+        evaluation=evaluation,
+        run_dir=run_dir,
+        model_path=model_path,
+        export=exported,
+        skipped=list(folder.skipped),
     )
 
 
@@ -437,8 +498,11 @@ def _calibration_sample(files, shape, seed, size=256):
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(len(files.paths))[:size]
     return image_folder.files_dataset(
-        [files.paths[i] for i in chosen], image_size=shape[:2], channels=shape[2],
-        batch_size=32, cache=False,
+        [files.paths[i] for i in chosen],
+        image_size=shape[:2],
+        channels=shape[2],
+        batch_size=32,
+        cache=False,
     )
 
 
@@ -473,9 +537,7 @@ def load_trained(path):
     else:
         class_names = [str(i) for i in range(num_classes)]
     if len(class_names) != num_classes:
-        raise ValueError(
-            f"{labels} lists {len(class_names)} classes but the model has {num_classes}."
-        )
+        raise ValueError(f"{labels} lists {len(class_names)} classes but the model has {num_classes}.")
     return model, class_names
 
 
@@ -487,7 +549,10 @@ def load_labelled_folder(directory, model, class_names, log=print):
     """
     shape = tuple(model.input.shape[1:])
     loaded = image_folder.load_image_folder(
-        directory, image_size=shape[:2], channels=shape[2], class_names=list(class_names),
+        directory,
+        image_size=shape[:2],
+        channels=shape[2],
+        class_names=list(class_names),
         verbose=log not in (None, _quiet),
     )
     return loaded.x, loaded.y
@@ -502,7 +567,9 @@ def report_evaluation(model, data, class_names, directory, title="evaluation dat
     with open(os.path.join(directory, "report.txt"), "w") as handle:
         handle.write(f"{title}\n{result}\n")
     with open(os.path.join(directory, "metrics.json"), "w") as handle:
-        json.dump({"accuracy": result.accuracy, "report": result.report_dict, "data": title}, handle, indent=2)
+        json.dump(
+            {"accuracy": result.accuracy, "report": result.report_dict, "data": title}, handle, indent=2
+        )
     evaluation_lib.plot_confusion_matrix(result, os.path.join(directory, "confusion.png"))
     log(f"wrote report.txt, metrics.json and confusion.png to {directory}")
     return result
@@ -516,7 +583,9 @@ def evaluate_model(model_path, data_dir, *, output=None, log=print):
     """
     model, class_names = load_trained(model_path)
     data = load_labelled_folder(data_dir, model, class_names, log=log)
-    directory = output or os.path.join(os.path.dirname(os.path.abspath(_model_file(model_path))), "evaluation")
+    directory = output or os.path.join(
+        os.path.dirname(os.path.abspath(_model_file(model_path))), "evaluation"
+    )
     return report_evaluation(model, data, class_names, directory, title=f"folder {data_dir}", log=log)
 
 
@@ -595,7 +664,8 @@ def export_model(
             float_model = tflite_lib.float32_copy(model)
             for kind in kinds:
                 tflite_lib.export_tflite(
-                    float_model, os.path.join(staging, f"model_{kind}.tflite"),
+                    float_model,
+                    os.path.join(staging, f"model_{kind}.tflite"),
                     quantization="int8" if kind == "int8" else None,
                     representative_data=calibration_data,
                 )
@@ -616,8 +686,7 @@ def export_model(
             accuracy[kind] = tflite_lib.evaluate_tflite(file, x, y)
         title = eval_title or "the evaluation data"
         title = title if title.startswith("the ") else f"the {title}"
-        log(f"accuracy on {title}: " + ", ".join(
-            f"{kind} {value:.4f}" for kind, value in accuracy.items()))
+        log(f"accuracy on {title}: " + ", ".join(f"{kind} {value:.4f}" for kind, value in accuracy.items()))
     return ExportResult(saved_model=path, tflite=written, accuracy=accuracy)
 
 
@@ -650,8 +719,11 @@ def expand_image_paths(paths):
         found = []
         for folder, subfolders, names in os.walk(path):
             subfolders.sort()
-            found.extend(os.path.join(folder, name) for name in sorted(names)
-                         if name.lower().endswith(images_lib.IMAGE_EXTENSIONS))
+            found.extend(
+                os.path.join(folder, name)
+                for name in sorted(names)
+                if name.lower().endswith(images_lib.IMAGE_EXTENSIONS)
+            )
         if not found:
             raise FileNotFoundError(f"No image files (PNG, JPEG, GIF, BMP) under {path}.")
         expanded.extend(found)
@@ -694,16 +766,18 @@ def predict_files(model_path, files, *, top=3):
     errors = {f: "no such file" for f in files if not os.path.isfile(f)}
     present = [f for f in files if f not in errors]
     if present:
-        errors.update(image_folder.check_image_files(
-            present, channels=3 if saved_model else shape[2], verbose=False))
+        errors.update(
+            image_folder.check_image_files(present, channels=3 if saved_model else shape[2], verbose=False)
+        )
     readable = [f for f in present if f not in errors]
     probabilities = np.zeros((0, len(class_names)), np.float32)
     if readable and saved_model:
         contents = tf.constant([tf.io.read_file(f).numpy() for f in readable])
         probabilities = served(image_bytes=contents)["probabilities"].numpy()
     elif readable:
-        x = image_folder.files_dataset(readable, image_size=shape[:2], channels=shape[2],
-                                       batch_size=256, cache=False)
+        x = image_folder.files_dataset(
+            readable, image_size=shape[:2], channels=shape[2], batch_size=256, cache=False
+        )
         x = np.concatenate([batch.numpy() for batch in x])
         if model_path.endswith(".tflite"):
             probabilities = runner.predict(x)

@@ -8,7 +8,9 @@ import pytest
 
 def pytest_addoption(parser):
     parser.addoption(
-        "--run-large", action="store_true", default=False,
+        "--run-large",
+        action="store_true",
+        default=False,
         help="also run tests marked 'large' (every registry backbone, the full demo).",
     )
 

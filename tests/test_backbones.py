@@ -6,28 +6,50 @@ import keras_transfer
 from keras_transfer import backbones
 
 FAMILIES = {
-    "convnext", "densenet", "efficientnet", "efficientnet_v2", "inception_resnet_v2",
-    "inception_v3", "mobilenet", "mobilenet_v2", "mobilenet_v3", "nasnet", "resnet",
-    "resnet_v2", "vgg16", "vgg19", "xception",
+    "convnext",
+    "densenet",
+    "efficientnet",
+    "efficientnet_v2",
+    "inception_resnet_v2",
+    "inception_v3",
+    "mobilenet",
+    "mobilenet_v2",
+    "mobilenet_v3",
+    "nasnet",
+    "resnet",
+    "resnet_v2",
+    "vgg16",
+    "vgg19",
+    "xception",
 }
 
 
 def test_registry_covers_every_keras_applications_constructor():
     constructors = {
-        name for name in dir(keras.applications)
+        name
+        for name in dir(keras.applications)
         if name[0].isupper() and callable(getattr(keras.applications, name))
     }
     registered = {spec.family for spec in map(backbones.get_backbone_spec, keras_transfer.list_backbones())}
     assert FAMILIES <= registered
     # One registry entry per keras.applications constructor, plus the two MNIST bodies.
     applications = [
-        n for n in keras_transfer.list_backbones()
-        if keras_transfer.get_backbone_spec(n).family in FAMILIES
+        n for n in keras_transfer.list_backbones() if keras_transfer.get_backbone_spec(n).family in FAMILIES
     ]
     assert len(applications) == len(constructors) == 40
-    for name in ("resnet50", "resnet101", "mobilenet_v2", "mobilenet_v3_small",
-                 "efficientnet_b0", "efficientnet_v2_s", "densenet121", "inception_v3",
-                 "xception", "vgg16", "convnext_tiny"):
+    for name in (
+        "resnet50",
+        "resnet101",
+        "mobilenet_v2",
+        "mobilenet_v3_small",
+        "efficientnet_b0",
+        "efficientnet_v2_s",
+        "densenet121",
+        "inception_v3",
+        "xception",
+        "vgg16",
+        "convnext_tiny",
+    ):
         assert name in applications
 
 
@@ -75,8 +97,9 @@ def test_local_weights_file_loads(tmp_path):
     for a, b in zip(first.get_weights(), second.get_weights()):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(FileNotFoundError, match="missing.weights.h5"):
-        keras_transfer.build_backbone("mobilenet_v3_small", weights=str(tmp_path / "missing.weights.h5"),
-                                      input_shape=(32, 32, 3))
+        keras_transfer.build_backbone(
+            "mobilenet_v3_small", weights=str(tmp_path / "missing.weights.h5"), input_shape=(32, 32, 3)
+        )
 
 
 def test_mnist_backbones_have_no_imagenet_weights():

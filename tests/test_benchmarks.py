@@ -19,7 +19,11 @@ def _smoke(*only):
     if only:
         command += ["--only", *only]
     result = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=1500,
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1500,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -33,8 +37,13 @@ def _smoke(*only):
 
 # The demo pipeline (a second `demo --smoke`, which test_cli runs already) and ResNet50
 # (minutes on the slower CPUs) run with --run-large.
-QUICK = {"mlp": ("MLP", "textbook", "PyTorch"), "cnn": ("CNN",), "feature_cache": ("feature cache",),
-         "image_pipeline": ("image-folder",), "cli_startup": ("keras-transfer --help",)}
+QUICK = {
+    "mlp": ("MLP", "textbook", "PyTorch"),
+    "cnn": ("CNN",),
+    "feature_cache": ("feature cache",),
+    "image_pipeline": ("image-folder",),
+    "cli_startup": ("keras-transfer --help",),
+}
 
 
 def test_runner_smoke_reports_the_quick_figures():
@@ -49,6 +58,17 @@ def test_runner_smoke_reports_the_quick_figures():
 def test_runner_smoke_reports_every_figure():
     summary, count = _smoke()
     assert count == 10, summary
-    for words in ("MLP", "textbook", "PyTorch", "CNN", "demo", "feature cache", "matmul peak",
-                  "bf16", "image-folder", "peak RSS", "keras-transfer --help"):
+    for words in (
+        "MLP",
+        "textbook",
+        "PyTorch",
+        "CNN",
+        "demo",
+        "feature cache",
+        "matmul peak",
+        "bf16",
+        "image-folder",
+        "peak RSS",
+        "keras-transfer --help",
+    ):
         assert words.lower() in summary, words

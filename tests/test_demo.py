@@ -4,22 +4,34 @@ import numpy as np
 import pytest
 
 import keras_transfer
-from keras_transfer import data, demo, training
+from keras_transfer import data
+from keras_transfer import demo
+from keras_transfer import training
 
 
 @pytest.fixture(scope="module")
 def tiny_tasks(mnist, uci_digits):
     source_x, source_y = data.subset_classes(mnist.x, mnist.y, range(5))
     source = ((source_x[:256], source_y[:256]), (source_x[256:384], source_y[256:384]))
-    target = demo.Target("uci_digits", "UCI digits", (uci_digits.x[:600], uci_digits.y[:600]),
-                         (uci_digits.x[600:800], uci_digits.y[600:800]), [str(d) for d in range(10)])
+    target = demo.Target(
+        "uci_digits",
+        "UCI digits",
+        (uci_digits.x[:600], uci_digits.y[:600]),
+        (uci_digits.x[600:800], uci_digits.y[600:800]),
+        [str(d) for d in range(10)],
+    )
     return source, target
 
 
 def test_demo_settings_are_the_library_recipe():
     assert demo.Settings().recipe is training.RECIPES["small"]
     guide = demo.SETTINGS["keras-guide"].recipe
-    assert (guide.learning_rate, guide.label_smoothing, guide.augment, guide.cosine) == (1e-3, 0.0, False, False)
+    assert (guide.learning_rate, guide.label_smoothing, guide.augment, guide.cosine) == (
+        1e-3,
+        0.0,
+        False,
+        False,
+    )
     assert guide.min_steps == training.RECIPES["small"].min_steps  # the same budget
     changed = demo.Settings().replace(min_steps=30, source_epochs=2, epochs=None)
     assert (changed.recipe.min_steps, changed.source_epochs, changed.recipe.epochs) == (30, 2, 20)
@@ -40,9 +52,16 @@ def test_every_demo_run_is_a_fine_tune_call(tiny_tasks, monkeypatch):
     source_model, accuracy, history = demo.train_source("mnist_mlp", source, settings)
     assert len(history.history["val_accuracy"]) == settings.source_epochs and accuracy > 0.5
     runs = []
-    results = demo.run_target(source_model, "mnist_mlp", target, settings, (5,), (0,),
-                              log=lambda line: None,
-                              on_run=lambda method, budget, acc, model: runs.append((method, model)))
+    results = demo.run_target(
+        source_model,
+        "mnist_mlp",
+        target,
+        settings,
+        (5,),
+        (0,),
+        log=lambda line: None,
+        on_run=lambda method, budget, acc, model: runs.append((method, model)),
+    )
     assert [kwargs["recipe"] for kwargs in calls] == [settings.recipe] * 3
     assert calls[0]["learning_rate"] == settings.recipe.scratch_learning_rate  # scratch
     assert (calls[1]["head_epochs"], calls[1]["epochs"]) == (settings.recipe.epochs, 0)  # frozen

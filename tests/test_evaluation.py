@@ -29,4 +29,6 @@ def test_class_name_count_must_match():
 
     model = keras_transfer.build_classifier("mnist_mlp", 3, weights=None)
     with pytest.raises(ValueError, match="3 classes but 2 class names"):
-        keras_transfer.evaluate_classifier(model, (np.zeros((2, 28, 28, 1)), np.zeros(2)), class_names=["a", "b"])
+        keras_transfer.evaluate_classifier(
+            model, (np.zeros((2, 28, 28, 1)), np.zeros(2)), class_names=["a", "b"]
+        )

@@ -18,8 +18,11 @@ EXAMPLES = [
 @pytest.mark.parametrize("script", EXAMPLES, ids=os.path.basename)
 def test_example_runs_in_smoke_mode(script, tmp_path):
     result = subprocess.run(
-        [sys.executable, script, "--smoke", "--output", str(tmp_path)], cwd=tmp_path,
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, script, "--smoke", "--output", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,18 +1,17 @@
+import gc
 import os
 import subprocess
 import sys
-
-import gc
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from testing import assert_saved_model_round_trip
 
 import keras_transfer
 from keras_transfer import export
 from keras_transfer import images
-from testing import assert_saved_model_round_trip
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -48,12 +47,16 @@ def test_tf_serving_layout_and_same_predictions(model, mnist, tmp_path):
 
 def test_saved_model_cli_lists_three_named_signatures(served):
     _, path, _ = served
-    out = subprocess.run([SAVED_MODEL_CLI, "show", "--dir", path, "--all"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [SAVED_MODEL_CLI, "show", "--dir", path, "--all"], capture_output=True, text=True, check=True
+    ).stdout
     blocks = {block.split("']", 1)[0]: block for block in out.split("signature_def['")[1:]}
     assert set(export.SIGNATURES) <= set(blocks)
-    inputs = {"serving_default": ("image_bytes", "DT_STRING"),
-              "serve": ("images", "DT_FLOAT"), "serve_uint8": ("images", "DT_UINT8")}
+    inputs = {
+        "serving_default": ("image_bytes", "DT_STRING"),
+        "serve": ("images", "DT_FLOAT"),
+        "serve_uint8": ("images", "DT_UINT8"),
+    }
     for name, (input_name, dtype) in inputs.items():
         block = blocks[name]
         assert f"inputs['{input_name}']" in block and f"dtype: {dtype}" in block
@@ -67,9 +70,25 @@ def test_saved_model_cli_runs_serve_on_npy_pixels(served, mnist, tmp_path):
     x = mnist.x[:8].astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     outdir = tmp_path / "out"
-    subprocess.run([SAVED_MODEL_CLI, "run", "--dir", path, "--tag_set", "serve",
-                    "--signature_def", "serve", "--inputs", f"images={tmp_path / 'x.npy'}",
-                    "--outdir", str(outdir)], capture_output=True, text=True, check=True)
+    subprocess.run(
+        [
+            SAVED_MODEL_CLI,
+            "run",
+            "--dir",
+            path,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serve",
+            "--inputs",
+            f"images={tmp_path / 'x.npy'}",
+            "--outdir",
+            str(outdir),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     expected = model.predict(x, verbose=0)
     np.testing.assert_allclose(np.load(outdir / "probabilities.npy"), expected, atol=1e-5)
     np.testing.assert_array_equal(np.load(outdir / "class_id.npy"), expected.argmax(-1))
@@ -137,13 +156,15 @@ def test_top_k_outputs(model, mnist, tmp_path):
     signatures = tf.saved_model.load(path).signatures
     for name in export.SIGNATURES:
         assert {"top_k_probabilities", "top_k_class_ids", "top_k_class_names"} <= set(
-            signatures[name].structured_outputs)
+            signatures[name].structured_outputs
+        )
     outputs = signatures["serve"](images=tf.constant(x))
     probabilities = outputs["probabilities"].numpy()
     best = np.argsort(-probabilities, axis=-1)[:, :3]
     np.testing.assert_array_equal(outputs["top_k_class_ids"].numpy(), best)
-    np.testing.assert_allclose(outputs["top_k_probabilities"].numpy(),
-                               np.take_along_axis(probabilities, best, -1), atol=1e-7)
+    np.testing.assert_allclose(
+        outputs["top_k_probabilities"].numpy(), np.take_along_axis(probabilities, best, -1), atol=1e-7
+    )
     assert outputs["top_k_class_names"].numpy().astype(str).tolist() == np.array(names)[best].tolist()
 
 
@@ -188,8 +209,7 @@ def test_bad_arguments(model, tmp_path):
         keras_transfer.export_saved_model(model, str(tmp_path), class_names=["a", "b\nc", "d", "e", "f"])
     with pytest.raises(ValueError, match=r"top_k must be .*Received: top_k=6"):
         keras_transfer.export_saved_model(model, str(tmp_path), top_k=6)
-    any_size = keras_transfer.build_classifier(
-        "mnist_mlp", 2, weights=None, input_shape=(28, 28, 2))
+    any_size = keras_transfer.build_classifier("mnist_mlp", 2, weights=None, input_shape=(28, 28, 2))
     with pytest.raises(ValueError, match=r"1 or 3 channels.*Received"):
         keras_transfer.export_saved_model(any_size, str(tmp_path))
     assert os.listdir(tmp_path) == []  # nothing written for refused exports

@@ -40,20 +40,30 @@ def test_cached_training_equals_plain_training(source, split_digits, capsys):
     train, test = split_digits
     cached, plain = frozen_twins(source)
     backbone_before = cached.get_layer("backbone").get_weights()
-    keras_transfer.train(cached, train, test, epochs=3, batch_size=32, seed=7, verbose=2,
-                         learning_rate=1e-2)
+    keras_transfer.train(cached, train, test, epochs=3, batch_size=32, seed=7, verbose=2, learning_rate=1e-2)
     said = capsys.readouterr().out
     # Dropout at rate 0 is deterministic, so the cut goes past it.
     assert "Feature cache on" in said and "600 training images through 'output_dropout' once" in said
-    history = keras_transfer.train(plain, train, test, epochs=3, batch_size=32, seed=7,
-                                   verbose=0, feature_cache=False, learning_rate=1e-2)
+    history = keras_transfer.train(
+        plain,
+        train,
+        test,
+        epochs=3,
+        batch_size=32,
+        seed=7,
+        verbose=0,
+        feature_cache=False,
+        learning_rate=1e-2,
+    )
     # Same architecture, same object graph: the cache trained the model's own head.
-    assert [l.name for l in cached.layers] == [l.name for l in plain.layers]
+    assert [layer.name for layer in cached.layers] == [layer.name for layer in plain.layers]
     head_cached = cached.get_layer("predictions").get_weights()[0]
     head_plain = plain.get_layer("predictions").get_weights()[0]
     assert not np.allclose(head_cached, frozen_twins(source, 1)[0].get_layer("predictions").get_weights()[0])
     np.testing.assert_allclose(head_cached, head_plain, atol=2e-4)
-    np.testing.assert_allclose(cached.predict(test[0], verbose=0), plain.predict(test[0], verbose=0), atol=2e-4)
+    np.testing.assert_allclose(
+        cached.predict(test[0], verbose=0), plain.predict(test[0], verbose=0), atol=2e-4
+    )
     for before, after in zip(backbone_before, cached.get_layer("backbone").get_weights()):
         np.testing.assert_array_equal(before, after)
     assert history.history["val_accuracy"][-1] > 0.7  # chance is 0.1
@@ -66,12 +76,15 @@ def test_head_shares_the_models_layers(source, split_digits, tmp_path):
     assert all(any(layer is m for m in model.layers) for layer in split.head.layers[1:])
     x = split_digits[1][0][:16]
     features = split.features.predict(x, verbose=0)
-    np.testing.assert_allclose(split.head.predict(features, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        split.head.predict(features, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
     keras_transfer.train(model, split_digits[0], epochs=1, verbose=0)
     path = str(tmp_path / "model.keras")
     model.save(path)
-    np.testing.assert_allclose(keras.saving.load_model(path).predict(x, verbose=0),
-                               model.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        keras.saving.load_model(path).predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
 
 
 def test_features_on_disk_equal_features_in_memory(source, split_digits, tmp_path):
@@ -79,13 +92,17 @@ def test_features_on_disk_equal_features_in_memory(source, split_digits, tmp_pat
     x, y = split_digits[0][0][:100], split_digits[0][1][:100]
     in_memory, labels = keras_transfer.compute_features(split.features, (x, y))
     on_disk, disk_labels = keras_transfer.compute_features(
-        split.features, (x, y), memory_limit=0, cache_dir=str(tmp_path))
+        split.features, (x, y), memory_limit=0, cache_dir=str(tmp_path)
+    )
     assert isinstance(on_disk, np.memmap) and os.listdir(tmp_path)
     np.testing.assert_allclose(on_disk, in_memory, atol=1e-6)
     np.testing.assert_array_equal(labels, y)
     np.testing.assert_array_equal(disk_labels, y)
-    batches = list(feature_cache.feature_dataset(on_disk, disk_labels, batch_size=32, shuffle=True, seed=0,
-                                                 drop_remainder=True))
+    batches = list(
+        feature_cache.feature_dataset(
+            on_disk, disk_labels, batch_size=32, shuffle=True, seed=0, drop_remainder=True
+        )
+    )
     assert [tuple(b[0].shape) for b in batches] == [(32, 128)] * 3
     seen = np.concatenate([b[1].numpy() for b in batches])
     assert len(set(seen.tolist())) > 1
@@ -115,11 +132,13 @@ def test_checkpoints_and_resume_keep_the_whole_model(source, split_digits, tmp_p
                 raise RuntimeError("simulated crash")
 
     with pytest.raises(RuntimeError, match="simulated crash"):
-        keras_transfer.train(model, *split_digits, epochs=4, verbose=0,
-                             workdir=str(tmp_path), callbacks=[Crash()])
+        keras_transfer.train(
+            model, *split_digits, epochs=4, verbose=0, workdir=str(tmp_path), callbacks=[Crash()]
+        )
     best = keras.saving.load_model(str(tmp_path / "best.keras"))
     assert best.input.shape == (None, 28, 28, 1) and best.get_layer("backbone") is not None
     fresh = frozen_twins(source, 1)[0]
-    history = keras_transfer.train(fresh, *split_digits, epochs=4, verbose=0, workdir=str(tmp_path),
-                                   patience=1)
+    history = keras_transfer.train(
+        fresh, *split_digits, epochs=4, verbose=0, workdir=str(tmp_path), patience=1
+    )
     assert history.epoch[0] == 2  # resumed after the two finished epochs

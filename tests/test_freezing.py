@@ -25,10 +25,17 @@ def test_select_by_name_index_regex_fraction():
     assert not model.get_layer("conv_a").trainable and not model.get_layer("head").trainable
     keras_transfer.unfreeze(model, freeze_batchnorm=False)
     keras_transfer.freeze(model, pattern=r"^conv_")
-    assert [l.name for l in freezing.leaf_layers(model) if not l.trainable] == ["conv_a", "conv_b"]
+    assert [layer.name for layer in freezing.leaf_layers(model) if not layer.trainable] == [
+        "conv_a",
+        "conv_b",
+    ]
     keras_transfer.unfreeze(model, freeze_batchnorm=False)
     counts = keras_transfer.freeze(model, fraction=0.6)  # bottom 3 of 5 layers
-    assert [l.name for l in freezing.leaf_layers(model) if not l.trainable] == ["conv_a", "bn_a", "conv_b"]
+    assert [layer.name for layer in freezing.leaf_layers(model) if not layer.trainable] == [
+        "conv_a",
+        "bn_a",
+        "conv_b",
+    ]
     assert counts.trainable == 4 * 2 + 2 and counts.total == keras_transfer.count_parameters(model).total
     with pytest.raises(ValueError, match="No layer named 'conv_z'"):
         keras_transfer.freeze(model, "conv_z")
@@ -59,7 +66,7 @@ def test_unfreeze_inside_a_frozen_nested_backbone():
 def test_frozen_weights_do_not_change_in_fit(mnist):
     model = keras_transfer.build_classifier("mnist_cnn", 10, weights=None)
     keras_transfer.freeze(model, pattern="conv")
-    frozen = {n: l.get_weights() for n, l in keras_transfer.weighted_layers(model).items()}
+    frozen = {n: layer.get_weights() for n, layer in keras_transfer.weighted_layers(model).items()}
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(mnist.x[:128], mnist.y[:128], epochs=1, batch_size=32, verbose=0)
     after = keras_transfer.weighted_layers(model)
@@ -74,9 +81,7 @@ def _changed(before, layer):
     return sum(not np.array_equal(a, b) for a, b in zip(before, layer.get_weights()))
 
 
-@pytest.mark.parametrize(
-    "how", ["all", "fraction", "pattern", "layers", "backbone", "leaf flag"]
-)
+@pytest.mark.parametrize("how", ["all", "fraction", "pattern", "layers", "backbone", "leaf flag"])
 def test_unfreeze_then_train_trains_the_backbone(mnist, how):
     # Issue 9: unfreeze left the nested backbone container frozen, so the feature
     # cache cut there and train changed 0 of its 6 weights.

@@ -6,10 +6,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from testing import assert_config_round_trip
+from testing import assert_keras_round_trip
 
 import keras_transfer
 from keras_transfer.hub import HubLayer
-from testing import assert_config_round_trip, assert_keras_round_trip
 
 # Small modules, saved once per test module with tf.saved_model.save.
 
@@ -46,11 +47,13 @@ class ImageFeatures(tf.Module):
     def __init__(self):
         super().__init__()
         keras.utils.set_random_seed(1)
-        self.model = keras.Sequential([
-            keras.Input((None, None, 3)),
-            keras.layers.Conv2D(4, 3, name="conv"),
-            keras.layers.BatchNormalization(name="bn"),
-        ])
+        self.model = keras.Sequential(
+            [
+                keras.Input((None, None, 3)),
+                keras.layers.Conv2D(4, 3, name="conv"),
+                keras.layers.BatchNormalization(name="bn"),
+            ]
+        )
 
     @tf.function
     def __call__(self, images, training=False):
@@ -229,7 +232,11 @@ def test_batchnorm_statistics_follow_trainable_and_training(image_dir):
 
     layer.trainable = True
     assert {w.name for w in layer.trainable_weights} == {
-        "sequential_conv_kernel", "sequential_conv_bias", "sequential_bn_gamma", "sequential_bn_beta"}
+        "sequential_conv_kernel",
+        "sequential_conv_bias",
+        "sequential_bn_gamma",
+        "sequential_bn_beta",
+    }
     model.predict(x, verbose=0)  # inference (training=False) leaves the statistics alone
     layer(x, training=False)
     for old, new in zip(before, values(layer)):
@@ -342,13 +349,19 @@ def test_build_classifier_with_a_hub_handle_trains(image_dir):
     assert isinstance(preprocessing, keras.layers.Rescaling)
     np.testing.assert_allclose(preprocessing(np.full((1, 1), 255.0, "float32")), [[1.0]])
     assert [layer.name for layer in model.layers] == [
-        "images", "preprocessing", "backbone", "output_dropout", "predictions"]
+        "images",
+        "preprocessing",
+        "backbone",
+        "output_dropout",
+        "predictions",
+    ]
     x = np.random.default_rng(0).uniform(0, 255, size=(16, 6, 6, 3)).astype("float32")
     y = (x[:, :3].mean(axis=(1, 2, 3)) > x[:, 3:].mean(axis=(1, 2, 3))).astype(int)
     before = values(backbone)
     head = model.get_layer("predictions").kernel.numpy().copy()
-    result = keras_transfer.fine_tune(model, (x, y), head_epochs=1, epochs=1, batch_size=8,
-                                      learning_rate=1e-2, verbose=0)
+    result = keras_transfer.fine_tune(
+        model, (x, y), head_epochs=1, epochs=1, batch_size=8, learning_rate=1e-2, verbose=0
+    )
     assert len(result.history["loss"]) == 2
     assert not np.allclose(model.get_layer("predictions").kernel.numpy(), head)
     assert backbone.trainable  # stage 2 unfroze it and trained its weights
@@ -359,7 +372,12 @@ def test_build_classifier_with_a_hub_layer(image_dir):
     layer = HubLayer(image_dir, signature="feature_maps", value_range=None, name="maps")
     model = keras_transfer.build_classifier(layer, 3, input_shape=(8, 8, 3), pooling="max")
     assert [layer.name for layer in model.layers] == [
-        "images", "backbone", "pooling", "output_dropout", "predictions"]
+        "images",
+        "backbone",
+        "pooling",
+        "output_dropout",
+        "predictions",
+    ]
     assert isinstance(model.get_layer("pooling"), keras.layers.GlobalMaxPooling2D)
     assert model.get_layer("backbone") is not layer and layer.name == "maps"  # a copy
     x = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype("float32")

@@ -5,10 +5,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from testing import write_fake_image
+from testing import write_image_folder
+from testing import write_truncated_png
 
 import keras_transfer
 from keras_transfer import image_folder
-from testing import write_fake_image, write_image_folder, write_truncated_png
 
 # Written in this order; folders sort as one, seven, zero.
 DIGITS = {"zero": 0, "one": 1, "seven": 7}

@@ -12,8 +12,14 @@ def _randomize_batch_norms(model, seed=0):
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.BatchNormalization):
             c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.3, c),
-                               rng.normal(0, 0.3, c), rng.uniform(0.5, 2.0, c)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, c),
+                    rng.normal(0, 0.3, c),
+                    rng.normal(0, 0.3, c),
+                    rng.uniform(0.5, 2.0, c),
+                ]
+            )
 
 
 def small_cnn(num_classes=6, nested=False):
@@ -52,11 +58,12 @@ def test_fold_batch_norm_same_function(images, nested):
     model = small_cnn(nested=nested)
     folded = inference.fold_batch_norm(model)
     assert folded._folded_batch_norms == 4
-    assert not any(isinstance(l, keras.layers.BatchNormalization) for l in folded._flatten_layers())
-    np.testing.assert_allclose(folded.predict(images, verbose=0), model.predict(images, verbose=0),
-                               rtol=1e-4, atol=1e-6)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded._flatten_layers())
+    np.testing.assert_allclose(
+        folded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-4, atol=1e-6
+    )
     # The original is untouched.
-    assert sum(isinstance(l, keras.layers.BatchNormalization) for l in model._flatten_layers()) == 4
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model._flatten_layers()) == 4
 
 
 def test_bn_after_activation_or_shared_conv_is_kept(images):
@@ -106,7 +113,9 @@ def test_bad_arguments(monkeypatch):
         inference.optimize_for_inference(model, precision="fp16")
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         inference.optimize_for_inference(model, batch_size=0)
-    free = keras.Model(*(lambda i: (i, keras.layers.GlobalAveragePooling2D()(i)))(keras.Input((None, None, 3))))
+    free = keras.Model(
+        *(lambda i: (i, keras.layers.GlobalAveragePooling2D()(i)))(keras.Input((None, None, 3)))
+    )
     with pytest.raises(ValueError, match="fully known"):
         inference.optimize_for_inference(free)
     monkeypatch.setattr(performance, "_cpu_flags", lambda: {"avx2"})
@@ -122,8 +131,14 @@ def test_bad_arguments(monkeypatch):
 
 
 def test_model_flops():
-    model = keras.Sequential([keras.Input((10, 10, 3)), keras.layers.Conv2D(4, 3),
-                              keras.layers.DepthwiseConv2D(3), keras.layers.Flatten(),
-                              keras.layers.Dense(5)])
+    model = keras.Sequential(
+        [
+            keras.Input((10, 10, 3)),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.DepthwiseConv2D(3),
+            keras.layers.Flatten(),
+            keras.layers.Dense(5),
+        ]
+    )
     expected = 2 * (3 * 3 * 3 * 4 * 8 * 8 + 3 * 3 * 4 * 6 * 6 + 6 * 6 * 4 * 5)
     assert performance.model_flops(model) == expected

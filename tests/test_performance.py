@@ -60,8 +60,9 @@ def test_auto_steps_per_execution_follows_model_size():
     conv = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(8, 3)])
     assert keras_transfer.model_flops(conv) == 2 * 3 * 3 * 1 * 8 * 26 * 26
     with pytest.raises(ValueError, match="steps_per_execution must be"):
-        keras_transfer.train(mlp, (np.zeros((4, 28, 28, 1)), np.zeros(4)), epochs=1, verbose=0,
-                             steps_per_execution=0)
+        keras_transfer.train(
+            mlp, (np.zeros((4, 28, 28, 1)), np.zeros(4)), epochs=1, verbose=0, steps_per_execution=0
+        )
 
 
 def test_precision_errors_and_round_trip():

@@ -32,9 +32,16 @@ def workdir(tmp_path_factory):
 
 def _run(command, cwd):
     return subprocess.run(
-        command, cwd=cwd, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
-             "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]},
+        command,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+        },
     )
 
 

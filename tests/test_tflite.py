@@ -20,7 +20,9 @@ def trained(mnist):
     x_test, y_test = mnist.x[3500:], mnist.y[3500:]
     probabilities = model.predict(x_test, verbose=0)
     return {
-        "model": model, "train": (x_train, y_train), "test": (x_test, y_test),
+        "model": model,
+        "train": (x_train, y_train),
+        "test": (x_test, y_test),
         "probabilities": probabilities,
         "accuracy": float(np.mean(probabilities.argmax(-1) == y_test)),
     }
@@ -32,8 +34,9 @@ def files(trained, tmp_path_factory):
     model, (x_train, _) = trained["model"], trained["train"]
     return {
         "float32": tflite.export_tflite(model, str(folder / "model.tflite")),
-        "int8": tflite.export_tflite(model, str(folder / "model_int8.tflite"),
-                                     quantization="int8", representative_data=x_train),
+        "int8": tflite.export_tflite(
+            model, str(folder / "model_int8.tflite"), quantization="int8", representative_data=x_train
+        ),
     }
 
 
@@ -69,9 +72,13 @@ def test_int8_calibrated_from_a_tf_data_pipeline(trained, tmp_path):
     x_train, y_train = trained["train"]
     x_test, y_test = trained["test"]
     pipeline = data.make_dataset(x_train, y_train, batch_size=32, shuffle=True, seed=0)
-    path = tflite.export_tflite(trained["model"], str(tmp_path / "sub" / "m.tflite"),
-                                quantization="int8", representative_data=pipeline,
-                                num_calibration_samples=100)
+    path = tflite.export_tflite(
+        trained["model"],
+        str(tmp_path / "sub" / "m.tflite"),
+        quantization="int8",
+        representative_data=pipeline,
+        num_calibration_samples=100,
+    )
     assert os.listdir(tmp_path / "sub") == ["m.tflite"]  # the folder is made, no staging left
     accuracy = tflite.evaluate_tflite(path, x_test, y_test)
     assert accuracy >= trained["accuracy"] - 0.01, (accuracy, trained["accuracy"])
@@ -121,14 +128,14 @@ def test_bad_arguments(trained, files, tmp_path):
     with pytest.raises(ValueError, match="representative_data"):
         tflite.export_tflite(model, path, quantization="int8")
     with pytest.raises(ValueError, match=r"shape \(28, 28, 1\).*Received: images of shape \(32, 32, 3\)"):
-        tflite.export_tflite(model, path, quantization="int8",
-                             representative_data=np.zeros((4, 32, 32, 3)))
+        tflite.export_tflite(model, path, quantization="int8", representative_data=np.zeros((4, 32, 32, 3)))
     empty = tf.data.Dataset.from_tensor_slices(np.zeros((0, 28, 28, 1), np.float32))
     with pytest.raises(ValueError, match="empty"):
         tflite.export_tflite(model, path, quantization="int8", representative_data=empty)
     with pytest.raises(ValueError, match="num_calibration_samples"):
-        tflite.export_tflite(model, path, quantization="int8", representative_data=trained["train"],
-                             num_calibration_samples=0)
+        tflite.export_tflite(
+            model, path, quantization="int8", representative_data=trained["train"], num_calibration_samples=0
+        )
     assert not os.path.exists(path)
     runner = tflite.TFLiteClassifier(files["float32"])
     with pytest.raises(ValueError, match=r"Received: x.shape=\(2, 32, 32, 3\)"):
@@ -160,8 +167,14 @@ def test_mixed_bfloat16_models_export_float32_and_int8(mixed, mnist, tmp_path):
     expected = mixed.predict(x, verbose=0).argmax(-1)
     assert np.mean(expected == y) > 0.8
     result = workflows.export_model(
-        mixed, str(tmp_path / "digits"), class_names=[str(i) for i in range(10)],
-        tflite=("float32", "int8"), calibration_data=mnist.x[:2000], eval_data=(x, y), log=None)
+        mixed,
+        str(tmp_path / "digits"),
+        class_names=[str(i) for i in range(10)],
+        tflite=("float32", "int8"),
+        calibration_data=mnist.x[:2000],
+        eval_data=(x, y),
+        log=None,
+    )
     for kind, least in (("float32", 0.98), ("int8", 0.95)):
         runner = tflite.TFLiteClassifier(result.tflite[kind])
         agreement = np.mean(runner.predict(x).argmax(-1) == expected)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import keras_transfer
-from keras_transfer import data, training
+from keras_transfer import data
+from keras_transfer import training
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,8 @@ def test_xla_default_follows_the_device():
     model = keras_transfer.compile_classifier(keras_transfer.build_classifier("mnist_mlp", 10, weights=None))
     assert model.jit_compile == keras_transfer.default_jit_compile()
     forced = keras_transfer.compile_classifier(
-        keras_transfer.build_classifier("mnist_mlp", 10, weights=None), jit_compile=True)
+        keras_transfer.build_classifier("mnist_mlp", 10, weights=None), jit_compile=True
+    )
     assert forced.jit_compile is True
 
 
@@ -35,8 +37,7 @@ def test_training_beats_chance_by_far_on_real_digits(digits_split, tmp_path):
     train, test = digits_split
     model = keras_transfer.build_classifier("mnist_mlp", 10, weights=None)
     before = keras_transfer.evaluate_classifier(model, test).accuracy
-    history = keras_transfer.train(model, train, test, epochs=3, verbose=0,
-                                   workdir=str(tmp_path), patience=2)
+    history = keras_transfer.train(model, train, test, epochs=3, verbose=0, workdir=str(tmp_path), patience=2)
     after = keras_transfer.evaluate_classifier(model, test).accuracy
     assert before < 0.3 and after > 0.85
     assert history.history["val_accuracy"][-1] > 0.85
@@ -84,8 +85,19 @@ def test_two_stage_fine_tuning(digits_split, tmp_path):
             seen[epoch] = (conv1.get_weights()[0].copy(), self.model.optimizer.learning_rate.numpy())
 
     result = keras_transfer.fine_tune(
-        model, train, test, head_epochs=1, epochs=1, learning_rate=1e-4, head_learning_rate=1e-3,
-        cosine=False, min_steps=0, workdir=str(tmp_path), verbose=0, callbacks=[Probe()])
+        model,
+        train,
+        test,
+        head_epochs=1,
+        epochs=1,
+        learning_rate=1e-4,
+        head_learning_rate=1e-3,
+        cosine=False,
+        min_steps=0,
+        workdir=str(tmp_path),
+        verbose=0,
+        callbacks=[Probe()],
+    )
     np.testing.assert_array_equal(seen[0][0], start)  # stage 1: backbone frozen
     assert not np.allclose(seen[1][0], start)  # stage 2: backbone trains
     assert np.isclose(seen[0][1], 1e-3) and np.isclose(seen[1][1], 1e-4)
@@ -93,8 +105,18 @@ def test_two_stage_fine_tuning(digits_split, tmp_path):
     assert os.path.exists(tmp_path / "head.weights.h5")
     # Run again (as after a crash in stage 2): stage 1 is loaded, not trained again.
     again = keras_transfer.fine_tune(
-        model, train, test, head_epochs=1, epochs=1, learning_rate=1e-4, head_learning_rate=1e-3,
-        cosine=False, min_steps=0, workdir=str(tmp_path), verbose=0)
+        model,
+        train,
+        test,
+        head_epochs=1,
+        epochs=1,
+        learning_rate=1e-4,
+        head_learning_rate=1e-3,
+        cosine=False,
+        min_steps=0,
+        workdir=str(tmp_path),
+        verbose=0,
+    )
     assert len(again.history["loss"]) == 1
     with pytest.raises(ValueError, match="no layer named 'body'"):
         keras_transfer.fine_tune(model, train, backbone="body")
@@ -178,7 +200,7 @@ def test_recalibrate_batchnorm_gives_the_data_statistics(mnist):
     bn = model.get_layer("backbone").get_layer("bn")
     features = model.get_layer("backbone").get_layer("conv")(x).numpy()
     np.testing.assert_allclose(bn.moving_mean.numpy(), features.mean((0, 1, 2)), atol=1e-4, rtol=1e-5)
-    batches = [features[i:i + 64] for i in range(0, 200, 64)]  # exact average of batch variances
+    batches = [features[i : i + 64] for i in range(0, 200, 64)]  # exact average of batch variances
     variance = np.average([b.var((0, 1, 2)) for b in batches], axis=0, weights=[len(b) for b in batches])
     np.testing.assert_allclose(bn.moving_variance.numpy(), variance, atol=1e-4, rtol=1e-5)
     for weight, value in zip(frozen.weights, before):  # a frozen BatchNorm is left alone
@@ -201,8 +223,16 @@ def test_train_recalibrates_a_short_run_from_random_weights_and_warns_otherwise(
     for recalibrate in (False, "auto"):
         keras.utils.set_random_seed(0)
         model = _conv_bn_model()
-        history = training.train(model, train_data, validation, epochs=5, learning_rate=3e-3,
-                                 batch_size=48, verbose=2, recalibrate_batchnorm=recalibrate)
+        history = training.train(
+            model,
+            train_data,
+            validation,
+            epochs=5,
+            learning_rate=3e-3,
+            batch_size=48,
+            verbose=2,
+            recalibrate_batchnorm=recalibrate,
+        )
         accuracy = float(np.mean(model.predict(validation[0], verbose=0).argmax(-1) == validation[1]))
         results[recalibrate] = (history.history, accuracy, capsys.readouterr().out)
     history, accuracy, out = results[False]
@@ -218,8 +248,12 @@ def test_train_recalibrates_a_short_run_from_random_weights_and_warns_otherwise(
 def test_chance_level_warning_needs_two_epochs_and_learning():
     lines = []
     callback = training.ChanceLevelWarning(4, log=lines.append)
-    for logs in ({"accuracy": 0.9, "val_accuracy": 0.25}, {"accuracy": 0.6, "val_accuracy": 0.5},
-                 {"accuracy": 0.3, "val_accuracy": 0.25}, {"accuracy": 0.8, "val_accuracy": 0.26}):
+    for logs in (
+        {"accuracy": 0.9, "val_accuracy": 0.25},
+        {"accuracy": 0.6, "val_accuracy": 0.5},
+        {"accuracy": 0.3, "val_accuracy": 0.25},
+        {"accuracy": 0.8, "val_accuracy": 0.26},
+    ):
         callback.on_epoch_end(0, logs)
     assert lines == []  # never two chance epochs in a row with training above chance
     callback.on_epoch_end(0, {"accuracy": 0.85, "val_accuracy": 0.24})
@@ -233,8 +267,9 @@ def test_fine_tune_with_no_second_stage_trains_the_head_only(mnist):
     model = keras_transfer.build_classifier("mnist_mlp", 3, weights=None)
     backbone_before = [w.copy() for w in model.get_layer("backbone").get_weights()]
     head_before = model.get_layer("predictions").get_weights()[0].copy()
-    result = keras_transfer.fine_tune(model, (x, y), recipe="small", head_epochs=2, epochs=0,
-                                      min_steps=6, verbose=0)
+    result = keras_transfer.fine_tune(
+        model, (x, y), recipe="small", head_epochs=2, epochs=0, min_steps=6, verbose=0
+    )
     assert len(result.history["loss"]) == 2
     for before, after in zip(backbone_before, model.get_layer("backbone").get_weights()):
         np.testing.assert_array_equal(before, after)
@@ -260,6 +295,14 @@ def test_a_step_budget_on_fewer_images_than_a_batch_trains_on_full_batches(mnist
         def on_train_batch_begin(self, batch, logs=None):
             seen.append(batch)
 
-    history = keras_transfer.train(model, (x, y), epochs=2, batch_size=8, min_steps=10,
-                                   steps_per_execution=1, callbacks=[BatchSizes()], verbose=0)
+    history = keras_transfer.train(
+        model,
+        (x, y),
+        epochs=2,
+        batch_size=8,
+        min_steps=10,
+        steps_per_execution=1,
+        callbacks=[BatchSizes()],
+        verbose=0,
+    )
     assert len(history.history["loss"]) == 2 and len(seen) == 10  # 5 steps per epoch

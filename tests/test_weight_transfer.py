@@ -42,13 +42,19 @@ def test_strict_mode_names_layers_and_shapes(models):
 
 
 def test_name_map_and_order_matching():
-    source = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="a"), keras.layers.Dense(2, name="b")])
-    target = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="x"), keras.layers.Dense(2, name="y")])
+    source = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, name="a"), keras.layers.Dense(2, name="b")]
+    )
+    target = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, name="x"), keras.layers.Dense(2, name="y")]
+    )
     report = keras_transfer.transfer_weights(source, target)
     assert report.copied == [] and set(report.unused_source) == {"a", "b"}
     report = keras_transfer.transfer_weights(source, target, name_map={"a": "x"})
     assert report.copied == ["x"]
-    np.testing.assert_array_equal(target.get_layer("x").get_weights()[0], source.get_layer("a").get_weights()[0])
+    np.testing.assert_array_equal(
+        target.get_layer("x").get_weights()[0], source.get_layer("a").get_weights()[0]
+    )
     report = keras_transfer.transfer_weights(source, target, match="order")
     assert report.copied == ["x", "y"]
     with pytest.raises(ValueError, match="do not exist"):

@@ -5,13 +5,13 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from testing import write_image_folder
+from testing import write_truncated_png
 
 import keras_transfer
 from keras_transfer import cli
 from keras_transfer import export
 from keras_transfer import workflows
-from testing import write_image_folder
-from testing import write_truncated_png
 
 CLASSES = ["zero", "one", "two"]
 
@@ -31,9 +31,28 @@ def digits_dir(mnist, tmp_path_factory):
 def trained(digits_dir, tmp_path_factory):
     """`keras-transfer train` with a randomly initialised CNN; returns (output, stdout)."""
     output = str(tmp_path_factory.mktemp("out"))
-    return output, _run(["train", "--data", digits_dir, "--backbone", "mnist_cnn", "--weights",
-                         "none", "--output", output, "--head-epochs", "3", "--epochs", "4",
-                         "--batch-size", "16", "--tflite", "float32,int8", "--no-augment"])
+    return output, _run(
+        [
+            "train",
+            "--data",
+            digits_dir,
+            "--backbone",
+            "mnist_cnn",
+            "--weights",
+            "none",
+            "--output",
+            output,
+            "--head-epochs",
+            "3",
+            "--epochs",
+            "4",
+            "--batch-size",
+            "16",
+            "--tflite",
+            "float32,int8",
+            "--no-augment",
+        ]
+    )
 
 
 def _run(argv):
@@ -51,8 +70,14 @@ def test_train_reports_the_corrupt_file_and_writes_the_run(trained, digits_dir):
     output, out = trained
     assert "truncated.png" in out and "skipped 1" in out
     run = os.path.join(output, "digits", "train")
-    for name in ("model.keras", "labels.txt", "report.txt", "metrics.json", "confusion.png",
-                 "learning_curves.png"):
+    for name in (
+        "model.keras",
+        "labels.txt",
+        "report.txt",
+        "metrics.json",
+        "confusion.png",
+        "learning_curves.png",
+    ):
         assert os.path.exists(os.path.join(run, name)), name
     model, names = workflows.load_trained(run)
     assert names == sorted(CLASSES)  # folder order
@@ -73,7 +98,7 @@ def test_exports_agree_with_the_keras_model(trained, digits_dir):
     version = os.path.join(output, "digits", "1")
     assert export.read_labels(version) == sorted(CLASSES)
     assert "held-out" not in out
-    line = next(l for l in out.splitlines() if l.startswith("accuracy on the validation split"))
+    line = next(text for text in out.splitlines() if text.startswith("accuracy on the validation split"))
     scores = dict(part.split() for part in line.split(": ")[1].split(", "))
     assert set(scores) == {"keras", "float32", "int8"}
     assert abs(float(scores["int8"]) - float(scores["keras"])) <= 0.01 + 1e-9
@@ -85,7 +110,8 @@ def test_exports_agree_with_the_keras_model(trained, digits_dir):
     expected = model.predict(x, verbose=0)
     served = workflows.predict_files(version, files, top=3)
     tflite = workflows.predict_files(
-        os.path.join(output, "digits", "tflite", "1", "model_float32.tflite"), files, top=3)
+        os.path.join(output, "digits", "tflite", "1", "model_float32.tflite"), files, top=3
+    )
     for row, from_saved_model, from_tflite in zip(expected, served, tflite):
         assert from_saved_model.top[0][0] == names[row.argmax()] == from_tflite.top[0][0]
         assert from_saved_model.top[0][1] == pytest.approx(row.max(), abs=1e-5)
@@ -126,7 +152,7 @@ def test_export_defaults_to_float32_without_data_and_names_its_data(trained, dig
     out = _run(["export", run, "--output", str(tmp_path), "--data", digits_dir])
     assert "int8 skipped" not in out
     assert os.path.exists(tmp_path / "digits" / "tflite" / "2" / "model_int8.tflite")
-    line = next(l for l in out.splitlines() if l.startswith("accuracy on "))
+    line = next(text for text in out.splitlines() if text.startswith("accuracy on "))
     assert f"folder {digits_dir} (the --data images)" in line and "held-out" not in line
 
 
@@ -142,14 +168,30 @@ def test_predict_a_folder_predicts_every_image_under_it(trained, digits_dir, tmp
     out = _run(["predict", os.path.join(output, "digits", "train"), str(tmp_path / "photos"), "--top", "1"])
     lines = out.strip().splitlines()
     assert [line.split(": ")[0] for line in lines] == [
-        str(tmp_path / "photos" / "a.png"), str(tmp_path / "photos" / "nested" / "b.PNG")]
+        str(tmp_path / "photos" / "a.png"),
+        str(tmp_path / "photos" / "nested" / "b.PNG"),
+    ]
     os.makedirs(tmp_path / "empty")
     assert cli.main(["predict", os.path.join(output, "digits", "train"), str(tmp_path / "empty")]) == 1
 
 
 def test_too_small_image_size_is_refused_before_the_scan(capsys, tmp_path):
-    assert cli.main(["train", "--data", str(tmp_path / "missing"), "--backbone", "mnist_cnn",
-                     "--weights", "none", "--image-size", "8"]) == 1
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "missing"),
+                "--backbone",
+                "mnist_cnn",
+                "--weights",
+                "none",
+                "--image-size",
+                "8",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "--image-size" in err and "at least 10x10" in err and "missing" not in err
 
@@ -157,8 +199,24 @@ def test_too_small_image_size_is_refused_before_the_scan(capsys, tmp_path):
 def test_weights_given_a_whole_model_says_what_weights_takes(trained, digits_dir, capsys):
     output, _ = trained
     model = os.path.join(output, "digits", "train", "model.keras")
-    assert cli.main(["train", "--data", digits_dir, "--backbone", "mnist_cnn", "--weights", model,
-                     "--output", output, "--name", "w"]) == 1
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                digits_dir,
+                "--backbone",
+                "mnist_cnn",
+                "--weights",
+                model,
+                "--output",
+                output,
+                "--name",
+                "w",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and len(err) < 400, err
     assert "imagenet, none, or a .weights.h5" in err and f"--backbone {model}" in err
@@ -167,8 +225,24 @@ def test_weights_given_a_whole_model_says_what_weights_takes(trained, digits_dir
 def test_backbone_from_a_keras_file_and_a_saved_model_folder(trained, digits_dir, tmp_path):
     output, _ = trained
     source = os.path.join(output, "digits", "train", "model.keras")
-    out = _run(["train", "--data", digits_dir, "--backbone", source, "--output", str(tmp_path),
-                "--name", "own", "--head-epochs", "1", "--epochs", "1", "--no-augment"])
+    out = _run(
+        [
+            "train",
+            "--data",
+            digits_dir,
+            "--backbone",
+            source,
+            "--output",
+            str(tmp_path),
+            "--name",
+            "own",
+            "--head-epochs",
+            "1",
+            "--epochs",
+            "1",
+            "--no-augment",
+        ]
+    )
     assert "Stage 1" in out and "exported to" in out
     model, _ = workflows.load_trained(str(tmp_path / "own" / "train"))
     assert tuple(model.input.shape[1:]) == (28, 28, 1)
@@ -184,9 +258,26 @@ def test_backbone_from_a_keras_file_and_a_saved_model_folder(trained, digits_dir
 
     module = str(tmp_path / "features_module")
     tf.saved_model.save(Features(), module)
-    out = _run(["train", "--data", digits_dir, "--backbone", module, "--image-size", "28",
-                "--output", str(tmp_path), "--name", "hub", "--head-epochs", "1", "--epochs", "1",
-                "--no-augment"])
+    out = _run(
+        [
+            "train",
+            "--data",
+            digits_dir,
+            "--backbone",
+            module,
+            "--image-size",
+            "28",
+            "--output",
+            str(tmp_path),
+            "--name",
+            "hub",
+            "--head-epochs",
+            "1",
+            "--epochs",
+            "1",
+            "--no-augment",
+        ]
+    )
     assert "Stage 1" in out
     model, _ = workflows.load_trained(str(tmp_path / "hub" / "train"))
     assert type(model.get_layer("backbone")).__name__ == "HubLayer"
@@ -199,8 +290,19 @@ def test_rerun_resumes_or_starts_fresh_on_another_configuration(mnist, tmp_path)
     keep = np.isin(mnist.y, [0, 1, 2])
     write_image_folder(small, mnist.x[keep][:48].astype(np.uint8), mnist.y[keep][:48], CLASSES)
     output = str(tmp_path / "out")
-    common = ["--data", small, "--weights", "none", "--output", output, "--batch-size", "16",
-              "--no-augment", "--patience", "0"]
+    common = [
+        "--data",
+        small,
+        "--weights",
+        "none",
+        "--output",
+        output,
+        "--batch-size",
+        "16",
+        "--no-augment",
+        "--patience",
+        "0",
+    ]
     _run(["train", "--backbone", "mnist_mlp", "--epochs", "1", *common])
     run_dir = os.path.join(output, "small", "train")
     with open(os.path.join(run_dir, "run.json")) as handle:
@@ -246,28 +348,58 @@ def test_resnet50_end_to_end_with_a_weights_file(digits_dir, tmp_path):
     weights = str(tmp_path / "resnet50.weights.h5")
     backbone.save_weights(weights)
     output = str(tmp_path / "out")
-    out = _run(["train", "--data", digits_dir, "--backbone", "resnet50", "--weights", weights,
-                "--image-size", "32", "--output", output, "--name", "rn50",
-                "--head-epochs", "1", "--epochs", "1", "--batch-size", "32", "--min-steps", "0"])
+    out = _run(
+        [
+            "train",
+            "--data",
+            digits_dir,
+            "--backbone",
+            "resnet50",
+            "--weights",
+            weights,
+            "--image-size",
+            "32",
+            "--output",
+            output,
+            "--name",
+            "rn50",
+            "--head-epochs",
+            "1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--min-steps",
+            "0",
+        ]
+    )
     assert "Stage 1" in out and "exported to" in out
     model, _ = workflows.load_trained(os.path.join(output, "rn50", "train"))
     trained_backbone = model.get_layer("backbone")
     # conv1 is in the frozen bottom 75%, conv5 (top) was fine-tuned.
     np.testing.assert_array_equal(
-        trained_backbone.get_layer("conv1_conv").kernel.numpy(), backbone.get_layer("conv1_conv").kernel.numpy())
+        trained_backbone.get_layer("conv1_conv").kernel.numpy(),
+        backbone.get_layer("conv1_conv").kernel.numpy(),
+    )
     assert not np.array_equal(
         trained_backbone.get_layer("conv5_block3_3_conv").kernel.numpy(),
-        backbone.get_layer("conv5_block3_3_conv").kernel.numpy())
+        backbone.get_layer("conv5_block3_3_conv").kernel.numpy(),
+    )
     # BatchNorm stayed frozen: its moving statistics are the file's.
     np.testing.assert_array_equal(
         trained_backbone.get_layer("conv5_block3_3_bn").moving_mean.numpy(),
-        backbone.get_layer("conv5_block3_3_bn").moving_mean.numpy())
+        backbone.get_layer("conv5_block3_3_bn").moving_mean.numpy(),
+    )
     assert os.path.exists(os.path.join(output, "rn50", "1", "saved_model.pb"))
 
 
 def test_clear_errors(tmp_path, capsys):
-    assert cli.main(["train", "--data", str(tmp_path / "missing"), "--backbone", "mnist_cnn",
-                     "--weights", "none"]) == 1
+    assert (
+        cli.main(
+            ["train", "--data", str(tmp_path / "missing"), "--backbone", "mnist_cnn", "--weights", "none"]
+        )
+        == 1
+    )
     assert "missing" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="No Keras model"):
         workflows.load_trained(str(tmp_path))
@@ -278,12 +410,20 @@ def test_clear_errors(tmp_path, capsys):
 def test_a_source_model_keeps_its_own_input(digits_dir, tmp_path):
     source = keras_transfer.build_classifier("mnist_mlp", 5, weights=None)
     result = workflows.train_from_folder(
-        digits_dir, backbone=source, output=str(tmp_path), head_epochs=1, epochs=1,
-        export=False, verbose=0, log=None)
+        digits_dir,
+        backbone=source,
+        output=str(tmp_path),
+        head_epochs=1,
+        epochs=1,
+        export=False,
+        verbose=0,
+        log=None,
+    )
     assert tuple(result.model.input.shape[1:]) == (28, 28, 1)
     with pytest.raises(ValueError, match="source model takes"):
-        workflows.train_from_folder(digits_dir, backbone=source, image_size=32,
-                                    output=str(tmp_path), log=None)
+        workflows.train_from_folder(
+            digits_dir, backbone=source, image_size=32, output=str(tmp_path), log=None
+        )
 
 
 def test_a_one_stage_run_stopped_early_says_so(mnist, tmp_path):
@@ -291,9 +431,28 @@ def test_a_one_stage_run_stopped_early_says_so(mnist, tmp_path):
     keep = np.isin(mnist.y, [0, 1])
     write_image_folder(small, mnist.x[keep][:24].astype(np.uint8), mnist.y[keep][:24], CLASSES[:2])
     # A learning rate this large makes val_loss worse at once: patience 1 stops at epoch 2.
-    out = _run(["train", "--data", small, "--backbone", "mnist_mlp", "--weights", "none",
-                "--output", str(tmp_path / "out"), "--epochs", "6", "--patience", "1",
-                "--head-lr", "50", "--batch-size", "4", "--no-augment"])
+    out = _run(
+        [
+            "train",
+            "--data",
+            small,
+            "--backbone",
+            "mnist_mlp",
+            "--weights",
+            "none",
+            "--output",
+            str(tmp_path / "out"),
+            "--epochs",
+            "6",
+            "--patience",
+            "1",
+            "--head-lr",
+            "50",
+            "--batch-size",
+            "4",
+            "--no-augment",
+        ]
+    )
     epochs_run = [line for line in out.splitlines() if line.startswith("Epoch ")]
     assert len(epochs_run) < 6, out[-2000:]
     assert f"Early stopping: stopped after epoch {len(epochs_run)} of 6" in out
@@ -316,9 +475,18 @@ def test_batchnorm_from_random_weights_gives_a_usable_model_and_exports(photos_d
     they are re-estimated on the training images, and the run says so."""
     output = str(tmp_path / "out")
     result = workflows.train_from_folder(
-        photos_dir, backbone="mobilenet_v3_small", weights=None, image_size=32,
-        output=output, head_epochs=0, epochs=4, batch_size=32, patience=None,
-        tflite=("float32",), verbose=0)
+        photos_dir,
+        backbone="mobilenet_v3_small",
+        weights=None,
+        image_size=32,
+        output=output,
+        head_epochs=0,
+        epochs=4,
+        batch_size=32,
+        patience=None,
+        tflite=("float32",),
+        verbose=0,
+    )
     out = capsys.readouterr().out
     assert "Re-estimated BatchNorm statistics of 34 layers on 144 training images" in out
     accuracy = result.export.accuracy

@@ -20,9 +20,7 @@ def assert_keras_round_trip(model, x, directory, atol=1e-6):
     path = os.path.join(directory, "model.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(
-        loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=atol
-    )
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=atol)
     return loaded
 
 
@@ -133,15 +131,18 @@ def write_photo_crops(directory, size=32, per_class=60, seed=0):
     import skimage.data
 
     rng = np.random.default_rng(seed)
-    photos = {"astronaut": skimage.data.astronaut(), "chelsea": skimage.data.chelsea(),
-              "coffee": skimage.data.coffee()}
+    photos = {
+        "astronaut": skimage.data.astronaut(),
+        "chelsea": skimage.data.chelsea(),
+        "coffee": skimage.data.coffee(),
+    }
     for name, photo in photos.items():
         os.makedirs(os.path.join(directory, name), exist_ok=True)
         height, width = photo.shape[:2]
         for i in range(per_class):
             side = int(rng.integers(2 * size, min(height, width) // 2))
             top, left = rng.integers(0, height - side), rng.integers(0, width - side)
-            crop = tf.image.resize(photo[top:top + side, left:left + side], (size, size), antialias=True)
+            crop = tf.image.resize(photo[top : top + side, left : left + side], (size, size), antialias=True)
             crop = tf.cast(tf.clip_by_value(tf.round(crop), 0, 255), tf.uint8)
             tf.io.write_file(os.path.join(directory, name, f"{i}.png"), tf.io.encode_png(crop))
     return sorted(photos)
