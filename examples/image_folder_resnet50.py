@@ -26,8 +26,8 @@ import keras
 import numpy as np
 
 import keras_transfer
-from keras_transfer import image_folder
-from keras_transfer import tflite
+from keras_transfer.data import image_folder
+from keras_transfer.export import tflite
 
 # Setup
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

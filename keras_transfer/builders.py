@@ -3,8 +3,8 @@
 import keras
 
 from keras_transfer import backbones
-from keras_transfer import hub
-from keras_transfer.preprocessing import BackbonePreprocessing
+from keras_transfer.backbones import hub
+from keras_transfer.backbones.preprocessing import BackbonePreprocessing
 
 POOLINGS = ("avg", "max", "flatten", None)
 

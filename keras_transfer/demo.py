@@ -249,7 +249,7 @@ def format_table(rows, budgets):
 
 def plot_budgets(rows, budgets, path):
     """Accuracy against labels per class, one panel per (target, source)."""
-    plt = evaluation._figure()
+    plt = evaluation.pyplot()
     fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.6), squeeze=False)
     ticks = [str(b) for b in budgets]
     for ax, (title, source, results) in zip(axes[0], rows):
@@ -261,7 +261,7 @@ def plot_budgets(rows, budgets, path):
         ax.set_ylabel("test accuracy")
         ax.set_ylim(0, 1)
         ax.legend()
-    return evaluation._save(fig, path)
+    return evaluation.save_figure(fig, path)
 
 
 def write_results(report_dir, rows, table, log, summary):

@@ -38,10 +38,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_transfer.performance import _DEPTHWISE
-from keras_transfer.performance import _FOLDABLE
-from keras_transfer.performance import _TRANSPOSED
-from keras_transfer.performance import _bf16_unsupported_reason
+from keras_transfer.performance import DEPTHWISE_LAYERS
+from keras_transfer.performance import FOLDABLE_LAYERS
+from keras_transfer.performance import TRANSPOSED_LAYERS
+from keras_transfer.performance import bf16_unsupported_reason
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -83,7 +83,7 @@ def _foldable_pairs(model):
         if len(parents) != 1:
             continue
         producer = parents[0].operation
-        if not isinstance(producer, _FOLDABLE + _DEPTHWISE) or isinstance(producer, _TRANSPOSED):
+        if not isinstance(producer, FOLDABLE_LAYERS + DEPTHWISE_LAYERS) or isinstance(producer, TRANSPOSED_LAYERS):
             continue
         if len(producer._inbound_nodes) != 1 or len(producer._outbound_nodes) != 1:
             continue  # shared, or its output also goes elsewhere
@@ -116,7 +116,7 @@ def _folded_weights(producer, bn):
     if bn.scale:
         scale = scale * keras.ops.convert_to_numpy(bn.gamma).astype(np.float64)
     beta = keras.ops.convert_to_numpy(bn.beta).astype(np.float64) if bn.center else 0.0
-    if isinstance(producer, _DEPTHWISE):
+    if isinstance(producer, DEPTHWISE_LAYERS):
         # kernel (*k, in, multiplier): output channel c * multiplier + m.
         kernel = kernel * scale.reshape(kernel.shape[-2], kernel.shape[-1])
     else:
@@ -138,7 +138,7 @@ def _fold(model):
         config = layer.get_config()
         if layer.name in pairs:
             config["use_bias"] = True
-            if isinstance(layer, _DEPTHWISE):
+            if isinstance(layer, DEPTHWISE_LAYERS):
                 config["bias_initializer"] = "zeros"
             return layer.__class__.from_config(config)
         if layer.name in bn_names:
@@ -415,7 +415,7 @@ def optimize_for_inference(model, batch_size=32, precision="float32", *, fold_ba
     if not isinstance(model, keras.Model):
         raise ValueError(f"model must be a Keras model. Received: model={model!r}")
     if precision == "bfloat16":
-        reason = _bf16_unsupported_reason()
+        reason = bf16_unsupported_reason()
         if reason is not None:
             raise RuntimeError(
                 f"precision='bfloat16' is not supported on this machine: {reason}. Use precision='float32'."

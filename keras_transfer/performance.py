@@ -16,9 +16,11 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "onednn_bfloat16")
 
 # Layers whose output channels are the last axis of the kernel; a BatchNormalization
 # right after one of them folds into its kernel and bias.
-_FOLDABLE = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense)
-_TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
-_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+# Layer kinds whose weights a following BatchNormalization can be folded into (used by
+# `model_flops` and by `inference.fold_batch_norm`).
+FOLDABLE_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense)
+TRANSPOSED_LAYERS = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+DEPTHWISE_LAYERS = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 
 # Rates used only to guess how long one training step takes (forward + backward is
 # about 3x the forward FLOPs). Deliberately conservative: a model that is faster than
@@ -98,7 +100,8 @@ def bf16_supported():
     return native and _onednn_enabled()
 
 
-def _bf16_unsupported_reason():
+def bf16_unsupported_reason():
+    """Why bf16 would not be fast here (a sentence), or `None` where it is (AMX + oneDNN)."""
     if not bf16_supported():
         if not _onednn_enabled():
             return (
@@ -127,7 +130,7 @@ def _layer_flops(layer):
             return int(np.prod([d for d in inner if d is not None])) if len(shape) > 2 else 1
 
         spatial = positions(outputs[0].shape)
-        if isinstance(layer, _DEPTHWISE):
+        if isinstance(layer, DEPTHWISE_LAYERS):
             kernel = layer.kernel.shape  # (*k, in, multiplier)
             macs = int(np.prod(kernel)) * spatial
         elif isinstance(layer, keras.layers.SeparableConv1D) or isinstance(
@@ -135,9 +138,9 @@ def _layer_flops(layer):
         ):
             macs = int(np.prod(layer.depthwise_kernel.shape)) * spatial
             macs += int(np.prod(layer.pointwise_kernel.shape)) * spatial
-        elif isinstance(layer, _FOLDABLE + _TRANSPOSED):
+        elif isinstance(layer, FOLDABLE_LAYERS + TRANSPOSED_LAYERS):
             # Dense on (batch, ..., features): every leading position is a matmul row.
-            if isinstance(layer, _TRANSPOSED):  # each input pixel meets the whole kernel
+            if isinstance(layer, TRANSPOSED_LAYERS):  # each input pixel meets the whole kernel
                 spatial = positions(keras.tree.flatten(node.input_tensors)[0].shape)
             macs = int(np.prod(layer.kernel.shape)) * spatial
         else:

@@ -21,11 +21,11 @@ from keras_transfer import backbones
 from keras_transfer import builders
 from keras_transfer import evaluation as evaluation_lib
 from keras_transfer import export as export_lib
-from keras_transfer import hub
-from keras_transfer import image_folder
-from keras_transfer import images as images_lib
-from keras_transfer import tflite as tflite_lib
 from keras_transfer import training
+from keras_transfer.backbones import hub
+from keras_transfer.data import image_folder
+from keras_transfer.data import images as images_lib
+from keras_transfer.export import tflite as tflite_lib
 
 TFLITE_KINDS = ("float32", "int8")
 

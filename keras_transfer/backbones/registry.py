@@ -16,7 +16,7 @@ from typing import Callable
 
 import keras
 
-from keras_transfer import errors
+from keras_transfer.utils import errors
 
 
 @dataclasses.dataclass(frozen=True)

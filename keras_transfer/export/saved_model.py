@@ -12,7 +12,7 @@ import uuid
 import keras
 import tensorflow as tf
 
-from keras_transfer import images as images_lib
+from keras_transfer.data import images as images_lib
 
 BYTES_INPUT_NAME = "image_bytes"
 SIGNATURES = ("serving_default", "serve", "serve_uint8")

@@ -45,7 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_transfer import data
-from keras_transfer import images
+from keras_transfer.data import images
 
 AUTOTUNE = tf.data.AUTOTUNE
 

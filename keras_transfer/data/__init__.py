@@ -1,0 +1,17 @@
+"""Data: arrays and tf.data pipelines (`datasets`), image decoding (`images`), folders of
+images (`image_folder`).
+
+The names of `keras_transfer.data` are those of `datasets`."""
+
+from keras_transfer.data.datasets import AUTOTUNE
+from keras_transfer.data.datasets import Images
+from keras_transfer.data.datasets import adapt_images
+from keras_transfer.data.datasets import batch_and_augment
+from keras_transfer.data.datasets import check_labels
+from keras_transfer.data.datasets import default_augmentation
+from keras_transfer.data.datasets import few_shot
+from keras_transfer.data.datasets import few_shot_indices
+from keras_transfer.data.datasets import load_mnist
+from keras_transfer.data.datasets import load_uci_digits
+from keras_transfer.data.datasets import make_dataset
+from keras_transfer.data.datasets import subset_classes

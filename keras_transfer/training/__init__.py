@@ -1,0 +1,22 @@
+"""Training: `train` (the fast exact path: `fit`), two-stage `fine_tune` and its recipes
+(`fine_tuning`), BatchNorm re-estimation (`batchnorm`) and the feature cache (`feature_cache`)."""
+
+from keras_transfer.training.batchnorm import BatchNormRecalibration
+from keras_transfer.training.batchnorm import ChanceLevelWarning
+from keras_transfer.training.batchnorm import RecalibrateBatchNorm
+from keras_transfer.training.batchnorm import batchnorm_layers
+from keras_transfer.training.batchnorm import batchnorm_run_is_short
+from keras_transfer.training.batchnorm import recalibrate_batchnorm
+from keras_transfer.training.fine_tuning import RECIPES
+from keras_transfer.training.fine_tuning import Recipe
+from keras_transfer.training.fine_tuning import TwoStageHistory
+from keras_transfer.training.fine_tuning import backbone_kind
+from keras_transfer.training.fine_tuning import fine_tune
+from keras_transfer.training.fine_tuning import recipe_for
+from keras_transfer.training.fine_tuning import resolve_recipe
+from keras_transfer.training.fit import as_dataset
+from keras_transfer.training.fit import compile_classifier
+from keras_transfer.training.fit import default_verbose
+from keras_transfer.training.fit import run_length
+from keras_transfer.training.fit import train
+from keras_transfer.training.fit import training_callbacks

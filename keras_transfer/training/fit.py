@@ -1,0 +1,488 @@
+"""Fitting a classifier on the fastest exact path: compile defaults, callbacks, `train`."""
+
+import os
+import sys
+import time
+import warnings
+
+import keras
+import tensorflow as tf
+
+from keras_transfer import freezing
+from keras_transfer import performance
+from keras_transfer.data import datasets as data_lib
+from keras_transfer.losses import SparseCategoricalCrossentropy
+from keras_transfer.training import feature_cache as cache_lib
+from keras_transfer.training.batchnorm import ChanceLevelWarning
+from keras_transfer.training.batchnorm import RecalibrateBatchNorm
+from keras_transfer.training.batchnorm import batchnorm_layers
+from keras_transfer.training.batchnorm import batchnorm_run_is_short
+
+
+def default_verbose():
+    """Keras progress bars on a terminal, one line per epoch otherwise (logs, CI)."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def compile_classifier(
+    model,
+    *,
+    learning_rate=1e-3,
+    optimizer=None,
+    jit_compile="auto",
+    steps_per_execution=1,
+    label_smoothing=0.0,
+    metrics=("accuracy",),
+    batch_size=32,
+):
+    """Compiles a classifier for integer labels with the toolkit's defaults.
+
+    The loss reads probabilities when the `predictions` layer ends in softmax and
+    logits otherwise.
+
+    Args:
+        model: `keras.Model`.
+        learning_rate: float. For the default Adam optimizer. Defaults to `1e-3`.
+        optimizer: `keras.optimizers.Optimizer`. Replaces Adam if given.
+        jit_compile: bool or `"auto"` (`default_jit_compile()`: XLA on GPU, not on
+            CPU). Defaults to `"auto"`.
+        steps_per_execution: int, or `"auto"` (`auto_steps_per_execution` for
+            `batch_size`). Batches per compiled call. Defaults to `1`.
+        batch_size: int. Only for `steps_per_execution="auto"`. Defaults to `32`.
+        label_smoothing: float. Label smoothing of the cross-entropy (it helps few-shot
+            fine-tuning). Defaults to `0.0`.
+        metrics: sequence. Defaults to `("accuracy",)`.
+
+    Returns:
+        The model, compiled.
+
+    Example:
+
+    >>> import keras_transfer
+    >>> model = keras_transfer.build_classifier("mnist_mlp", 10, weights=None)
+    >>> model = keras_transfer.compile_classifier(model, learning_rate=1e-3)
+    >>> type(model.optimizer).__name__, round(float(model.optimizer.learning_rate), 6)
+    ('Adam', 0.001)
+    """
+    head = model.layers[-1]
+    probabilities = getattr(head, "activation", None) is keras.activations.softmax
+    if steps_per_execution == "auto":
+        steps_per_execution = performance.auto_steps_per_execution(model, batch_size)
+    model.compile(
+        optimizer=optimizer or keras.optimizers.Adam(learning_rate),
+        loss=SparseCategoricalCrossentropy(label_smoothing, from_logits=not probabilities),
+        metrics=list(metrics),
+        jit_compile=performance.resolve_jit_compile(jit_compile),
+        steps_per_execution=steps_per_execution,
+    )
+    return model
+
+
+def training_callbacks(workdir=None, *, patience=None, monitor="val_loss"):
+    """Early stopping, the best checkpoint and crash-resume, as Keras callbacks.
+
+    Args:
+        workdir: str. Where `best.keras` and the `backup/` of `BackupAndRestore` go.
+            Without it, only early stopping.
+        patience: int. Epochs without improvement of `monitor` before stopping (the
+            best weights are restored). `None` disables early stopping.
+        monitor: str. Defaults to `"val_loss"`.
+
+    Returns:
+        A list of `keras.callbacks.Callback`.
+
+    Example:
+
+    >>> import keras_transfer
+    >>> [type(c).__name__ for c in keras_transfer.training_callbacks("/tmp/run", patience=3)]
+    ['EarlyStopping', 'ModelCheckpoint', 'BackupAndRestore']
+    """
+    callbacks = []
+    if patience is not None:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
+        )
+    if workdir is not None:
+        os.makedirs(workdir, exist_ok=True)
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                os.path.join(workdir, "best.keras"), monitor=monitor, save_best_only=True
+            )
+        )
+        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")))
+    return callbacks
+
+
+def as_dataset(
+    data, model, *, batch_size=32, shuffle=False, seed=None, drop_remainder=False, augment=None, repeat=False
+):
+    """Turns `(x, y)` arrays into a pipeline checked against `model`; passes datasets on.
+
+    Arrays become `make_dataset(...)`: cached in memory, shuffled (if asked), repeated
+    (if asked: then every batch is full, even from fewer images than `batch_size`),
+    batched (`drop_remainder` only when there is at least one full batch), augmented
+    (if asked) and prefetched.
+
+    Raises:
+        ValueError: an empty set, labels outside the model's classes, or images whose
+            shape the model does not take.
+    """
+    num_classes = model.output.shape[-1]
+    if isinstance(data, tf.data.Dataset):
+        if data.cardinality() == 0:
+            raise ValueError("The dataset is empty.")
+        images_spec = data.element_spec[0] if isinstance(data.element_spec, tuple) else data.element_spec
+        image_shape = tuple(images_spec.shape[1:])
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+        data = data_lib.make_dataset(
+            x,
+            y,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            drop_remainder=repeat or (drop_remainder and len(x) >= batch_size),
+            num_classes=num_classes,
+            augment=augment,
+            repeat=repeat,
+        )
+        image_shape = tuple(data.element_spec[0].shape[1:])
+    else:
+        raise ValueError(
+            "Training data must be a tf.data.Dataset of (images, labels) or a tuple "
+            f"(x, y). Received: {type(data).__name__}"
+        )
+    expected = tuple(model.input.shape[1:])
+    if len(image_shape) != len(expected) or any(
+        e is not None and i is not None and e != i for e, i in zip(expected, image_shape)
+    ):
+        raise ValueError(
+            f"Model {model.name!r} takes images of shape {expected}, but the data has "
+            f"{image_shape}. Adapt them with make_dataset(..., image_size=..., "
+            f"channels=...). Received: images of shape {image_shape}"
+        )
+    return data
+
+
+def _steps_per_epoch(dataset):
+    steps = int(dataset.cardinality())
+    return steps if steps > 0 else None
+
+
+def train(
+    model,
+    train_data,
+    validation_data=None,
+    *,
+    epochs=10,
+    learning_rate=1e-3,
+    batch_size=32,
+    workdir=None,
+    patience=None,
+    jit_compile="auto",
+    steps_per_execution="auto",
+    augment=None,
+    feature_cache="auto",
+    seed=None,
+    verbose="auto",
+    callbacks=(),
+    compile=True,
+    initial_epoch=0,
+    label_smoothing=0.0,
+    cosine=False,
+    min_steps=None,
+    recalibrate_batchnorm="auto",
+):
+    """Compiles (unless `compile=False`) and fits a classifier on the fastest exact path.
+
+    The defaults are the fast path, and none of them changes what is learned beyond
+    float round-off:
+
+    - arrays go through a `tf.data` pipeline (cached, shuffled each epoch, full batches
+      only, prefetched), not Keras's numpy adapter;
+    - `steps_per_execution="auto"` runs several steps per compiled call for small
+      models (`auto_steps_per_execution`);
+    - XLA only where it pays (`jit_compile="auto"`: GPU yes, CPU no), with fixed batch
+      shapes when compiling so nothing recompiles;
+    - with a frozen backbone and no augmentation, the **feature cache**: the backbone's
+      outputs are computed once and the head trains on them; the head's layers are the
+      model's own, so `model` ends up trained exactly as plain `fit` would train it.
+      Otherwise a line says why the cache is off.
+
+    Args:
+        model: `keras.Model` from `build_classifier` (or any classifier).
+        train_data: `tf.data.Dataset` of `(images, labels)` or a tuple `(x, y)`.
+        validation_data: same forms, optional.
+        epochs: int. Defaults to `10`.
+        learning_rate: float. Defaults to `1e-3`.
+        batch_size: int. For array input. Defaults to `32`.
+        workdir: str. Best checkpoint and crash-resume backup; see
+            `training_callbacks`.
+        patience: int. Early stopping patience on `val_loss`. Defaults to `None`.
+        jit_compile: bool or `"auto"`. Defaults to `"auto"` (XLA on GPU only).
+        steps_per_execution: int or `"auto"`. Defaults to `"auto"`.
+        augment: `None`, `True` (`default_augmentation()`) or a layer/callable applied
+            to each batch of array input. Defaults to `None`.
+        feature_cache: `"auto"` (arrays, frozen backbone, no augmentation), `True`
+            (also for a `tf.data.Dataset` that yields the same images every epoch) or
+            `False`. Defaults to `"auto"`.
+        seed: int. Shuffle (and augmentation) seed for array input.
+        verbose: `"auto"`, 0, 1 or 2. `"auto"` shows progress bars on a terminal and
+            one line per epoch otherwise.
+        callbacks: extra Keras callbacks (with the feature cache they still see the
+            whole model).
+        compile: bool. Compile first. With `False` the model's own compile settings
+            are used. Defaults to `True`.
+        initial_epoch: int. Epoch to start counting from. Defaults to `0`.
+        label_smoothing: float. Of the cross-entropy (`compile=True`). Defaults to
+            `0.0`.
+        cosine: bool. Cosine decay of the learning rate to zero over the run
+            (`keras.optimizers.schedules.CosineDecay`). Defaults to `False`.
+        min_steps: int. A step budget for small sets: when `epochs` passes over the
+            data are fewer optimizer steps than this, the data repeats and each epoch
+            runs `ceil(min_steps / epochs)` steps (with 50 images and batch 32 a pass
+            is one step). Defaults to `None` (or 0): an epoch is one pass.
+        recalibrate_batchnorm: `"auto"`, `True`, `False`, or the images to use (an
+            array or a `tf.data.Dataset`, e.g. the training set without augmentation).
+            Re-estimates the moving statistics of trainable BatchNorm layers on
+            training images before each validation and at the end
+            (`RecalibrateBatchNorm`), and prints a line saying so. `"auto"` does it
+            when the run is short for the layers' momentum (`batchnorm_run_is_short`:
+            e.g. a MobileNetV3 or ResNet trained from random weights for a few
+            epochs, whose statistics would otherwise stay near their initial values
+            and leave the model at chance in inference mode). The images are
+            `train_data` (arrays without augmentation) unless given. Defaults to
+            `"auto"`.
+
+    With validation data, a line warns when validation accuracy stays at chance
+    while training accuracy rises (`ChanceLevelWarning`).
+
+    Returns:
+        The `keras.callbacks.History`.
+
+    Example:
+
+    >>> import numpy as np, keras_transfer
+    >>> model = keras_transfer.build_classifier("mnist_mlp", 2, weights=None)
+    >>> x = np.random.rand(64, 28, 28, 1) * 255
+    >>> y = (x.mean(axis=(1, 2, 3)) > 127.5).astype(int)
+    >>> history = keras_transfer.train(model, (x, y), epochs=2, verbose=0)
+    >>> len(history.history["loss"])
+    2
+    """
+    jit = performance.resolve_jit_compile(jit_compile)
+    verbose = default_verbose() if verbose == "auto" else verbose
+    # One truth for what trains: a nested model is trainable when one of its layers is.
+    freezing.sync_trainable(model)
+    is_dataset = isinstance(train_data, tf.data.Dataset)
+    if augment is not None and is_dataset:
+        raise ValueError(
+            "augment applies to array input; augment a tf.data.Dataset in its own "
+            "pipeline (make_dataset(..., augment=...)). Received: augment with a Dataset"
+        )
+    if not compile and getattr(model, "optimizer", None) is None:
+        raise ValueError(f"compile=False, but model {model.name!r} is not compiled.")
+    plan = cache_lib.plan_feature_cache(
+        model, feature_cache=feature_cache, augment=bool(augment), dataset_input=is_dataset
+    )
+    if verbose and (plan.use or (feature_cache is not False and _has_frozen_weights(model))):
+        print(f"Feature cache {'on' if plan.use else 'off'}: {plan.reason}.")
+    repeated = False  # arrays repeated before batching (a step budget)
+    if plan.use:
+        fit_model = plan.split.head
+        train_ds, validation_ds = _cached(
+            plan.split, model, train_data, validation_data, batch_size, seed, verbose
+        )
+    else:
+        fit_model = model
+        # Arrays under a step budget repeat before batching, so every step is a full
+        # batch of `batch_size` (5 images make batches of 32, reshuffled each pass).
+        if not is_dataset and isinstance(train_data, (tuple, list)) and len(train_data) == 2:
+            full_batches = max(1, len(train_data[0]) // batch_size)
+            repeated = run_length(full_batches, epochs - initial_epoch, min_steps) > full_batches
+        train_ds = as_dataset(
+            train_data,
+            model,
+            batch_size=batch_size,
+            shuffle=True,
+            seed=seed,
+            drop_remainder=True,
+            augment=augment,
+            repeat=repeated,
+        )
+        validation_ds = None
+        if validation_data is not None:
+            validation_ds = as_dataset(validation_data, model, batch_size=batch_size)
+
+    passes = full_batches if repeated else _steps_per_epoch(train_ds)
+    steps_per_epoch = run_length(passes, epochs - initial_epoch, min_steps)
+    if steps_per_epoch != passes:
+        if verbose:
+            print(
+                f"Step budget: the data is {passes} batch(es) of {batch_size}; each of the "
+                f"{epochs - initial_epoch} epochs runs {steps_per_epoch} steps, "
+                f"{steps_per_epoch * (epochs - initial_epoch)} in all (min_steps={min_steps})."
+            )
+        if not repeated:
+            train_ds = train_ds.repeat()
+    if compile:
+        rate = learning_rate
+        if cosine:
+            if steps_per_epoch is None:
+                raise ValueError(
+                    "cosine=True needs to know the run's length: pass a dataset of known "
+                    "cardinality, or arrays. Received: a dataset of unknown length"
+                )
+            # Over this call's epochs, from a fresh optimizer (a run resumed by
+            # BackupAndRestore restores the optimizer's step count with it).
+            rate = keras.optimizers.schedules.CosineDecay(
+                learning_rate, decay_steps=max(1, steps_per_epoch * (epochs - initial_epoch))
+            )
+        compile_classifier(
+            model,
+            learning_rate=rate,
+            jit_compile=jit,
+            steps_per_execution=1,
+            label_smoothing=label_smoothing,
+        )
+    elif steps_per_execution == "auto" and model.steps_per_execution > 1:
+        steps_per_execution = model.steps_per_execution  # the caller's own choice
+    monitor = "val_loss" if validation_data is not None else "loss"
+    all_callbacks = training_callbacks(workdir, patience=patience, monitor=monitor) + list(callbacks)
+    if plan.use:
+        _compile_like(plan.split.head, model, jit)
+        all_callbacks = [cache_lib.ForFullModel(c, model) for c in all_callbacks]
+    if jit and train_ds.element_spec[0].shape[0] is None:
+        warnings.warn(
+            "jit_compile=True with a variable batch size: the last partial batch "
+            "recompiles. Build the dataset with drop_remainder=True.",
+            stacklevel=2,
+        )
+    _set_steps_per_execution(fit_model, steps_per_execution, model, batch_size, steps_per_epoch)
+    all_callbacks = (
+        _batchnorm_callbacks(
+            model,
+            recalibrate_batchnorm,
+            train_data,
+            batch_size,
+            verbose,
+            steps=None if steps_per_epoch is None else (epochs - initial_epoch) * steps_per_epoch,
+            validation=validation_data is not None,
+            wrap=plan.use,
+        )
+        + all_callbacks
+    )
+    return fit_model.fit(
+        train_ds,
+        validation_data=validation_ds,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch if steps_per_epoch != passes or repeated else None,
+        initial_epoch=initial_epoch,
+        shuffle=False,  # the pipeline shuffles (as_dataset / make_dataset)
+        callbacks=all_callbacks,
+        verbose=verbose,
+    )
+
+
+def run_length(steps_per_pass, epochs, min_steps):
+    """Steps per epoch under a step budget: a pass over the data, or more if `epochs`
+    passes are fewer than `min_steps` steps.
+
+    Example:
+
+    >>> from keras_transfer.training import run_length
+    >>> run_length(1, 20, 400), run_length(54, 20, 400), run_length(3, 5, None)
+    (20, 54, 3)
+    """
+    if isinstance(min_steps, bool) or (
+        min_steps is not None and (int(min_steps) != min_steps or min_steps < 0)
+    ):
+        raise ValueError(f"min_steps must be an integer >= 0. Received: min_steps={min_steps!r}")
+    if not min_steps or steps_per_pass is None or epochs < 1:
+        return steps_per_pass
+    return max(steps_per_pass, -(-int(min_steps) // epochs))
+
+
+def _batchnorm_callbacks(model, recalibrate, train_data, batch_size, verbose, *, steps, validation, wrap):
+    """`RecalibrateBatchNorm` (if asked, or a short run) and `ChanceLevelWarning`."""
+    log = print if verbose else (lambda line: warnings.warn(line, RuntimeWarning, stacklevel=2))
+    callbacks = []
+    if validation:
+        callbacks.append(ChanceLevelWarning(int(model.output.shape[-1]), log=log))
+    if isinstance(recalibrate, str) and recalibrate == "auto":
+        recalibrate = batchnorm_run_is_short(model, steps)
+    if recalibrate is not False and batchnorm_layers(model, trainable=True):
+        images = train_data if recalibrate is True else recalibrate
+        callbacks.insert(
+            0,
+            RecalibrateBatchNorm(images, batch_size=batch_size, model=model, log=print if verbose else None),
+        )
+    if wrap:
+        callbacks = [cache_lib.ForFullModel(c, model) for c in callbacks]
+    return callbacks
+
+
+def _has_frozen_weights(model):
+    return any(layer.weights and not layer.trainable for layer in model.layers)
+
+
+def _set_steps_per_execution(fit_model, steps_per_execution, model, batch_size, steps_per_epoch):
+    if steps_per_execution == "auto":
+        steps_per_execution = performance.auto_steps_per_execution(fit_model, batch_size, steps_per_epoch)
+    elif (
+        isinstance(steps_per_execution, bool)
+        or not isinstance(steps_per_execution, int)
+        or steps_per_execution < 1
+    ):
+        raise ValueError(
+            "steps_per_execution must be a positive integer or 'auto'. "
+            f"Received: steps_per_execution={steps_per_execution!r}"
+        )
+    if fit_model.steps_per_execution != steps_per_execution:
+        # Keras reads it when it builds the train function: reset that function.
+        fit_model.steps_per_execution = steps_per_execution
+        fit_model.train_function = fit_model.test_function = fit_model.predict_function = None
+
+
+def _compile_like(head, model, jit):
+    """Compiles the feature-cache head with `model`'s optimizer, loss and metrics."""
+    config = getattr(model, "_compile_config", None)
+    metrics = config.config.get("metrics") if config is not None else None
+    head.compile(
+        optimizer=model.optimizer,
+        loss=model.loss,
+        metrics=metrics,
+        jit_compile=jit,
+        steps_per_execution=1,
+    )
+
+
+def _cached(split, model, train_data, validation_data, batch_size, seed, verbose):
+    """The cached feature pipelines of the head model `split.head`."""
+    start = time.time()
+    checked = as_dataset(train_data, model, batch_size=batch_size)
+    features, labels = cache_lib.compute_features(
+        split.features,
+        train_data if isinstance(train_data, tf.data.Dataset) else checked,
+        count=None if isinstance(train_data, tf.data.Dataset) else len(train_data[0]),
+    )
+    train_ds = cache_lib.feature_dataset(
+        features,
+        labels,
+        batch_size=batch_size,
+        shuffle=True,
+        seed=seed,
+        drop_remainder=len(features) >= batch_size,
+    )
+    validation_ds = None
+    if validation_data is not None:
+        checked = as_dataset(validation_data, model, batch_size=batch_size)
+        val_features, val_labels = cache_lib.compute_features(split.features, checked)
+        validation_ds = cache_lib.feature_dataset(val_features, val_labels, batch_size=batch_size)
+    if verbose:
+        print(
+            f"Feature cache: {len(features):,} training images through {split.cut!r} once "
+            f"({time.time() - start:.1f}s); training the head on features of shape "
+            f"{tuple(features.shape[1:])}."
+        )
+    return train_ds, validation_ds

@@ -1,0 +1,1 @@
+"""Helpers shared by every capability: errors, module aliases for moved modules."""
