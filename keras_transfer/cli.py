@@ -101,6 +101,7 @@ def build_parser():
     demo.add_argument("--smoke", action="store_true", help="a seconds-long run for tests")
 
     commands.add_parser("backbones", help="list the backbone registry names")
+    commands.add_parser("methods", help="list the transfer methods, each with a one-line summary")
     _add_train(commands)
     _add_evaluate(commands)
     _add_export(commands)
@@ -379,6 +380,12 @@ def main(argv=None):
 
 
 def _dispatch(args):
+    if args.command == "methods":
+        from keras_transfer.training import method
+
+        for name, summary in method.list_methods():
+            print(f"{name:<16} {summary}")
+        return 0
     if args.command == "backbones":
         from keras_transfer import backbones
 

@@ -83,7 +83,9 @@ def _foldable_pairs(model):
         if len(parents) != 1:
             continue
         producer = parents[0].operation
-        if not isinstance(producer, FOLDABLE_LAYERS + DEPTHWISE_LAYERS) or isinstance(producer, TRANSPOSED_LAYERS):
+        if not isinstance(producer, FOLDABLE_LAYERS + DEPTHWISE_LAYERS) or isinstance(
+            producer, TRANSPOSED_LAYERS
+        ):
             continue
         if len(producer._inbound_nodes) != 1 or len(producer._outbound_nodes) != 1:
             continue  # shared, or its output also goes elsewhere

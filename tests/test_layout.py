@@ -17,14 +17,24 @@ def test_old_module_paths_are_the_moved_modules(old, new):
 
 
 def test_old_names_import_from_where_they_were():
-    from keras_transfer.data import few_shot, make_dataset  # noqa: F401
-    from keras_transfer.evaluation import evaluate_classifier, plot_history  # noqa: F401
-    from keras_transfer.export import export_saved_model, read_labels  # noqa: F401
-    from keras_transfer.feature_cache import ForFullModel, split_frozen_features  # noqa: F401
+    from keras_transfer.data import few_shot  # noqa: F401
+    from keras_transfer.data import make_dataset  # noqa: F401
+    from keras_transfer.evaluation import evaluate_classifier  # noqa: F401
+    from keras_transfer.evaluation import plot_history  # noqa: F401
+    from keras_transfer.export import export_saved_model  # noqa: F401
+    from keras_transfer.export import read_labels  # noqa: F401
+    from keras_transfer.feature_cache import ForFullModel  # noqa: F401
+    from keras_transfer.feature_cache import split_frozen_features  # noqa: F401
     from keras_transfer.hub import HubLayer
-    from keras_transfer.image_folder import image_folder_datasets, scan_image_folder  # noqa: F401
-    from keras_transfer.tflite import TFLiteClassifier, export_tflite  # noqa: F401
-    from keras_transfer.training import RECIPES, Recipe, fine_tune, recalibrate_batchnorm, train  # noqa: F401
+    from keras_transfer.image_folder import image_folder_datasets  # noqa: F401
+    from keras_transfer.image_folder import scan_image_folder  # noqa: F401
+    from keras_transfer.tflite import TFLiteClassifier  # noqa: F401
+    from keras_transfer.tflite import export_tflite  # noqa: F401
+    from keras_transfer.training import RECIPES  # noqa: F401
+    from keras_transfer.training import Recipe  # noqa: F401
+    from keras_transfer.training import fine_tune  # noqa: F401
+    from keras_transfer.training import recalibrate_batchnorm  # noqa: F401
+    from keras_transfer.training import train  # noqa: F401
 
     assert HubLayer is keras_transfer.backbones.hub.HubLayer
     assert fine_tune is keras_transfer.training.fine_tuning.fine_tune

@@ -1,4 +1,5 @@
-"""Shared round-trip checks for tests: config, .keras save/load, SavedModel export."""
+"""Shared checks for tests: config, .keras save/load, SavedModel export, and the contract
+every transfer method passes (`run_method_contract`)."""
 
 import os
 
@@ -53,6 +54,63 @@ def assert_saved_model_round_trip(path, model, x, input_name="images", atol=1e-5
         served_names = [n.decode("utf-8") for n in outputs["class_name"].numpy()]
         np.testing.assert_array_equal(served_names, names[class_id])
     return outputs
+
+
+def _is_moving_statistic(model, weight):
+    """BatchNorm moving statistics of a trainable BatchNorm layer: not trained, but
+    updated by every training step."""
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
+            if any(weight is w for w in (layer.moving_mean, layer.moving_variance)):
+                return True
+    return False
+
+
+def run_method_contract(method, model, train_data, directory, *, source=None, run_kwargs=None):
+    """What every `TransferMethod` must do, checked on a tiny model and data (in the spirit
+    of keras-hub's `run_task_test`):
+
+    1. `method.run(model, train_data, **run_kwargs)` trains;
+    2. exactly the weights `method.trainable_weights(model)` names changed (each of
+       them), every other weight is bit-identical (BatchNorm moving statistics of
+       trainable BatchNorm layers excepted: steps update them);
+    3. `source` (a model the method was given) is untouched;
+    4. the method's config rebuilds an equal method (`get_method`);
+    5. the model to ship, `method.finalize(model)`, survives `.keras` save and load with
+       the same predictions, and its SavedModel and TFLite exports predict what it does.
+
+    Returns the finalised model.
+    """
+    from keras_transfer import export
+    from keras_transfer.training import method as method_lib
+
+    x = np.asarray(train_data[0][:8], np.float32) if isinstance(train_data, tuple) else None
+    before = {id(w): np.array(w.numpy()) for w in model.weights}
+    source_before = [np.array(w) for w in source.get_weights()] if source is not None else None
+    method.run(model, train_data, **(run_kwargs or {}))
+    trained = {id(w) for w in method.trainable_weights(model)}
+    assert trained, f"{method!r} says it trains no weights"
+    for weight in model.weights:
+        changed = not np.array_equal(before[id(weight)], weight.numpy())
+        if id(weight) in trained:
+            assert changed, f"{method!r} says it trains {weight.path}, which did not change"
+        elif not _is_moving_statistic(model, weight):
+            assert not changed, f"{method!r} changed {weight.path}, which it does not train"
+    if source is not None:
+        for old, new in zip(source_before, source.get_weights()):
+            np.testing.assert_array_equal(old, new, err_msg="the source model changed")
+    rebuilt = method_lib.get_method(method_lib.method_config(method))
+    assert rebuilt == method and rebuilt.get_config() == method.get_config()
+    final = method.finalize(model)
+    if x is not None:
+        assert_keras_round_trip(final, x, directory, atol=1e-5)
+        path = export.export_saved_model(final, os.path.join(directory, "saved"))
+        served = tf.saved_model.load(path).signatures["serve"](images=tf.constant(x))
+        np.testing.assert_allclose(served["probabilities"].numpy(), final.predict(x, verbose=0), atol=1e-5)
+        tflite_path = export.export_tflite(final, os.path.join(directory, "model.tflite"))
+        interpreter = export.TFLiteClassifier(tflite_path)
+        np.testing.assert_allclose(interpreter.predict(x), final.predict(x, verbose=0), atol=1e-4)
+    return final
 
 
 # Image folders on disk (class-per-folder layout, real encoded files).

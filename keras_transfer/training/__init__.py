@@ -1,5 +1,6 @@
 """Training: `train` (the fast exact path: `fit`), two-stage `fine_tune` and its recipes
-(`fine_tuning`), BatchNorm re-estimation (`batchnorm`) and the feature cache (`feature_cache`)."""
+(`fine_tuning`), BatchNorm re-estimation (`batchnorm`), the feature cache (`feature_cache`), and
+`TransferMethod` (`method`), the extension point every transfer method plugs into."""
 
 from keras_transfer.training.batchnorm import BatchNormRecalibration
 from keras_transfer.training.batchnorm import ChanceLevelWarning
@@ -7,7 +8,9 @@ from keras_transfer.training.batchnorm import RecalibrateBatchNorm
 from keras_transfer.training.batchnorm import batchnorm_layers
 from keras_transfer.training.batchnorm import batchnorm_run_is_short
 from keras_transfer.training.batchnorm import recalibrate_batchnorm
+from keras_transfer.training.feature_cache import FeatureCache
 from keras_transfer.training.fine_tuning import RECIPES
+from keras_transfer.training.fine_tuning import FineTune
 from keras_transfer.training.fine_tuning import Recipe
 from keras_transfer.training.fine_tuning import TwoStageHistory
 from keras_transfer.training.fine_tuning import backbone_kind
@@ -20,3 +23,10 @@ from keras_transfer.training.fit import default_verbose
 from keras_transfer.training.fit import run_length
 from keras_transfer.training.fit import train
 from keras_transfer.training.fit import training_callbacks
+from keras_transfer.training.method import Compose
+from keras_transfer.training.method import FitContext
+from keras_transfer.training.method import FitSetup
+from keras_transfer.training.method import TransferMethod
+from keras_transfer.training.method import get_method
+from keras_transfer.training.method import list_methods
+from keras_transfer.training.method import register_method

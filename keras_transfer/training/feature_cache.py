@@ -9,6 +9,7 @@ nothing to copy back and the model is exactly the architecture plain training gi
 
 import os
 import tempfile
+import time
 from typing import NamedTuple
 
 import keras
@@ -16,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_transfer import data as data_lib
+from keras_transfer.training import method as method_lib
 
 # Layers whose output in training differs from inference and is random: with one of
 # them in the frozen part, cached features would not be what plain training sees.
@@ -349,3 +351,97 @@ for _name in (
     "on_predict_batch_end",
 ):
     setattr(ForFullModel, _name, _forward(_name))
+
+
+def _has_frozen_weights(model):
+    return any(layer.weights and not layer.trainable for layer in model.layers)
+
+
+@method_lib.register_method
+class FeatureCache(method_lib.TransferMethod):
+    """The feature cache as a transfer method: with a frozen, deterministic backbone and
+    the same images every epoch, the backbone's outputs are computed once and the head
+    (the model's own layers) trains on them. `train` applies it by default
+    (`feature_cache="auto"`); it prints whether it is on, and why not when it is off.
+
+    Args:
+        mode: `"auto"` (arrays without augmentation) or `True` (also a
+            `tf.data.Dataset` that yields the same images every epoch).
+
+    Example:
+
+    >>> import numpy as np, keras_transfer
+    >>> from keras_transfer.training.feature_cache import FeatureCache
+    >>> model = keras_transfer.build_classifier("mnist_cnn", 2, weights=None, freeze_backbone=True)
+    >>> x, y = np.random.rand(8, 28, 28, 1) * 255, np.array([0, 1] * 4)
+    >>> history = keras_transfer.train(model, (x, y), epochs=1, method=FeatureCache(), verbose=0)
+    >>> FeatureCache().get_config()
+    {'mode': 'auto'}
+    """
+
+    name = "feature_cache"
+    summary = "a frozen backbone's outputs computed once; the head trains on them"
+
+    def __init__(self, mode="auto"):
+        if mode not in ("auto", True):
+            raise ValueError(f"mode must be 'auto' or True. Received: mode={mode!r}")
+        self.mode = mode
+
+    def fit_setup(self, context):
+        model = context.model
+        plan = plan_feature_cache(
+            model,
+            feature_cache=self.mode,
+            augment=bool(context.augment),
+            dataset_input=isinstance(context.train_data, tf.data.Dataset),
+        )
+        if context.verbose and (plan.use or _has_frozen_weights(model)):
+            print(f"Feature cache {'on' if plan.use else 'off'}: {plan.reason}.")
+        if not plan.use:
+            return None
+        train_ds, validation_ds = _cached_pipelines(
+            plan.split,
+            model,
+            context.train_data,
+            context.validation_data,
+            context.batch_size,
+            context.seed,
+            context.verbose,
+        )
+        return method_lib.FitSetup(plan.split.head, train_ds, validation_ds, wrap_callbacks=True)
+
+    def get_config(self):
+        return {"mode": self.mode}
+
+
+def _cached_pipelines(split, model, train_data, validation_data, batch_size, seed, verbose):
+    """The cached feature pipelines of the head model `split.head`."""
+    from keras_transfer.training.fit import as_dataset
+
+    start = time.time()
+    checked = as_dataset(train_data, model, batch_size=batch_size)
+    features, labels = compute_features(
+        split.features,
+        train_data if isinstance(train_data, tf.data.Dataset) else checked,
+        count=None if isinstance(train_data, tf.data.Dataset) else len(train_data[0]),
+    )
+    train_ds = feature_dataset(
+        features,
+        labels,
+        batch_size=batch_size,
+        shuffle=True,
+        seed=seed,
+        drop_remainder=len(features) >= batch_size,
+    )
+    validation_ds = None
+    if validation_data is not None:
+        checked = as_dataset(validation_data, model, batch_size=batch_size)
+        val_features, val_labels = compute_features(split.features, checked)
+        validation_ds = feature_dataset(val_features, val_labels, batch_size=batch_size)
+    if verbose:
+        print(
+            f"Feature cache: {len(features):,} training images through {split.cut!r} once "
+            f"({time.time() - start:.1f}s); training the head on features of shape "
+            f"{tuple(features.shape[1:])}."
+        )
+    return train_ds, validation_ds

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_transfer import freezing
+from keras_transfer.training import method as method_lib
 from keras_transfer.training.fit import default_verbose
 from keras_transfer.training.fit import train
 
@@ -242,81 +243,169 @@ def fine_tune(
     >>> len(result.history["loss"]), result.recipe.learning_rate
     (2, 0.003)
     """
-    try:
-        body = model.get_layer(backbone)
-    except ValueError:
-        raise ValueError(
-            f"Model {model.name!r} has no layer named {backbone!r} to fine-tune. "
-            f"Received: backbone={backbone!r}"
-        ) from None
-    fields = {field.name for field in dataclasses.fields(Recipe)}
-    recipe = resolve_recipe(
+    method = FineTune(
         recipe,
-        model,
+        backbone=backbone,
         head_epochs=head_epochs,
         epochs=epochs,
         head_learning_rate=head_learning_rate,
         learning_rate=learning_rate,
         unfreeze_fraction=unfreeze_fraction,
         freeze_batchnorm=freeze_batchnorm,
-        **{key: train_kwargs.pop(key) for key in list(train_kwargs) if key in fields},
+        **{key: train_kwargs.pop(key) for key in list(train_kwargs) if key in _RECIPE_FIELDS},
     )
-    for field in ("head_epochs", "epochs"):
-        value = getattr(recipe, field)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{field} must be an integer >= 0. Received: {field}={value!r}")
-    if recipe.head_epochs + recipe.epochs == 0:
-        raise ValueError("Nothing to train: head_epochs and epochs are both 0.")
-    verbose = default_verbose() if verbose == "auto" else verbose
-    arrays = not isinstance(train_data, tf.data.Dataset)
-    stage_kwargs = dict(
-        batch_size=recipe.batch_size,
-        label_smoothing=recipe.label_smoothing,
-        cosine=recipe.cosine,
-        min_steps=recipe.min_steps,
-        patience=patience,
-        verbose=verbose,
-        augment=True if (recipe.augment and arrays) else None,
-    )
-    stage_kwargs.update(train_kwargs)
-    head_path = os.path.join(workdir, "head.weights.h5") if workdir else None
-    merged = {}
-
-    def stage_dir(name):
-        return os.path.join(workdir, name) if workdir else None
-
-    freezing.freeze(body)
-    if recipe.head_epochs > 0:
-        if head_path and os.path.exists(head_path):
-            model.load_weights(head_path)
-            if verbose:
-                print(f"Stage 1 already done: loaded {head_path}.")
-        else:
-            first = train(
-                model,
-                train_data,
-                validation_data,
-                epochs=recipe.head_epochs,
-                learning_rate=recipe.head_learning_rate,
-                workdir=stage_dir("head"),
-                **stage_kwargs,
-            )
-            merged = {key: list(values) for key, values in first.history.items()}
-            if head_path:
-                model.save_weights(head_path)
-    if recipe.epochs == 0:  # feature extraction: the head only, the backbone stays frozen
-        return TwoStageHistory(history=merged, head_epochs=recipe.head_epochs, recipe=recipe)
-    freezing.unfreeze(body, fraction=recipe.unfreeze_fraction, freeze_batchnorm=recipe.freeze_batchnorm)
-    second = train(
+    return method.run(
         model,
         train_data,
         validation_data,
-        epochs=recipe.head_epochs + recipe.epochs,
-        initial_epoch=recipe.head_epochs,
-        learning_rate=recipe.learning_rate,
-        workdir=stage_dir("fine_tune"),
-        **stage_kwargs,
+        workdir=workdir,
+        patience=patience,
+        verbose=verbose,
+        **train_kwargs,
     )
-    for key, values in second.history.items():
-        merged.setdefault(key, []).extend(values)
-    return TwoStageHistory(history=merged, head_epochs=recipe.head_epochs, recipe=recipe)
+
+
+_RECIPE_FIELDS = {field.name for field in dataclasses.fields(Recipe)}
+
+
+@method_lib.register_method
+class FineTune(method_lib.TransferMethod):
+    """Two-stage fine-tuning as a transfer method (`fine_tune` is its function form).
+
+    Stage 1 trains the head on the frozen backbone (`head_epochs`, skipped at 0), stage
+    2 the top `unfreeze_fraction` of the backbone (`epochs`, skipped at 0: feature
+    extraction), each a `train` call with the recipe's label smoothing, cosine decay,
+    augmentation of arrays and step budget. Other methods given with it (`method=` of
+    `run`, or a list) join both stages.
+
+    Args:
+        recipe: `Recipe`, a name in `RECIPES`, or `None` (`recipe_for(model)` when the
+            run starts).
+        backbone: str. Name of the backbone layer. Defaults to `"backbone"`.
+        **overrides: `Recipe` fields (`epochs=`, `learning_rate=`, ...); `None` values
+            are ignored.
+
+    Example:
+
+    >>> from keras_transfer.training import FineTune
+    >>> method = FineTune("pretrained", epochs=3)
+    >>> method.get_config()
+    {'recipe': 'pretrained', 'epochs': 3}
+    >>> FineTune.from_config(method.get_config()) == method
+    True
+    """
+
+    name = "fine_tune"
+    summary = "the head on the frozen backbone, then the top of the backbone (the recipe for the backbone)"
+
+    def __init__(self, recipe=None, backbone="backbone", **overrides):
+        if isinstance(recipe, dict):
+            recipe = Recipe(**recipe)
+        if isinstance(recipe, str) and recipe not in RECIPES:
+            raise ValueError(
+                f"recipe must be one of {sorted(RECIPES)} or a Recipe. Received: recipe={recipe!r}"
+            )
+        if recipe is not None and not isinstance(recipe, (str, Recipe)):
+            raise ValueError(f"recipe must be a Recipe, a name or None. Received: recipe={recipe!r}")
+        unknown = sorted(set(overrides) - _RECIPE_FIELDS)
+        if unknown:
+            raise ValueError(f"FineTune takes Recipe fields; unknown: {unknown}.")
+        self.recipe = recipe
+        self.backbone = backbone
+        self.overrides = {key: value for key, value in overrides.items() if value is not None}
+
+    def resolve(self, model):
+        """The `Recipe` this method trains `model` with."""
+        recipe = resolve_recipe(self.recipe, model, **self.overrides)
+        for field in ("head_epochs", "epochs"):
+            value = getattr(recipe, field)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{field} must be an integer >= 0. Received: {field}={value!r}")
+        if recipe.head_epochs + recipe.epochs == 0:
+            raise ValueError("Nothing to train: head_epochs and epochs are both 0.")
+        return recipe
+
+    def run(
+        self,
+        model,
+        train_data,
+        validation_data=None,
+        *,
+        workdir=None,
+        patience=None,
+        verbose="auto",
+        **train_kwargs,
+    ):
+        """Both stages on `model`; returns a `TwoStageHistory`. `train_kwargs` go to each
+        `train` call (`seed`, `jit_compile`, `method`, ...)."""
+        try:
+            body = model.get_layer(self.backbone)
+        except ValueError:
+            raise ValueError(
+                f"Model {model.name!r} has no layer named {self.backbone!r} to fine-tune. "
+                f"Received: backbone={self.backbone!r}"
+            ) from None
+        recipe = self.resolve(model)
+        verbose = default_verbose() if verbose == "auto" else verbose
+        arrays = not isinstance(train_data, tf.data.Dataset)
+        stage_kwargs = {
+            "batch_size": recipe.batch_size,
+            "label_smoothing": recipe.label_smoothing,
+            "cosine": recipe.cosine,
+            "min_steps": recipe.min_steps,
+            "patience": patience,
+            "verbose": verbose,
+            "augment": True if (recipe.augment and arrays) else None,
+        }
+        stage_kwargs.update(train_kwargs)
+        head_path = os.path.join(workdir, "head.weights.h5") if workdir else None
+        merged = {}
+
+        def stage_dir(name):
+            return os.path.join(workdir, name) if workdir else None
+
+        freezing.freeze(body)
+        if recipe.head_epochs > 0:
+            if head_path and os.path.exists(head_path):
+                model.load_weights(head_path)
+                if verbose:
+                    print(f"Stage 1 already done: loaded {head_path}.")
+            else:
+                first = train(
+                    model,
+                    train_data,
+                    validation_data,
+                    epochs=recipe.head_epochs,
+                    learning_rate=recipe.head_learning_rate,
+                    workdir=stage_dir("head"),
+                    **stage_kwargs,
+                )
+                merged = {key: list(values) for key, values in first.history.items()}
+                if head_path:
+                    model.save_weights(head_path)
+        if recipe.epochs == 0:  # feature extraction: the head only, the backbone stays frozen
+            return TwoStageHistory(history=merged, head_epochs=recipe.head_epochs, recipe=recipe)
+        freezing.unfreeze(body, fraction=recipe.unfreeze_fraction, freeze_batchnorm=recipe.freeze_batchnorm)
+        second = train(
+            model,
+            train_data,
+            validation_data,
+            epochs=recipe.head_epochs + recipe.epochs,
+            initial_epoch=recipe.head_epochs,
+            learning_rate=recipe.learning_rate,
+            workdir=stage_dir("fine_tune"),
+            **stage_kwargs,
+        )
+        for key, values in second.history.items():
+            merged.setdefault(key, []).extend(values)
+        return TwoStageHistory(history=merged, head_epochs=recipe.head_epochs, recipe=recipe)
+
+    def get_config(self):
+        config = {}
+        if self.recipe is not None:
+            config["recipe"] = (
+                self.recipe if isinstance(self.recipe, str) else dataclasses.asdict(self.recipe)
+            )
+        if self.backbone != "backbone":
+            config["backbone"] = self.backbone
+        return {**config, **self.overrides}

@@ -2,7 +2,6 @@
 
 import os
 import sys
-import time
 import warnings
 
 import keras
@@ -13,6 +12,7 @@ from keras_transfer import performance
 from keras_transfer.data import datasets as data_lib
 from keras_transfer.losses import SparseCategoricalCrossentropy
 from keras_transfer.training import feature_cache as cache_lib
+from keras_transfer.training import method as method_lib
 from keras_transfer.training.batchnorm import ChanceLevelWarning
 from keras_transfer.training.batchnorm import RecalibrateBatchNorm
 from keras_transfer.training.batchnorm import batchnorm_layers
@@ -192,6 +192,7 @@ def train(
     cosine=False,
     min_steps=None,
     recalibrate_batchnorm="auto",
+    method=None,
 ):
     """Compiles (unless `compile=False`) and fits a classifier on the fastest exact path.
 
@@ -254,6 +255,12 @@ def train(
             `train_data` (arrays without augmentation) unless given. Defaults to
             `"auto"`.
 
+        method: a `TransferMethod` (or its name, e.g. `"feature_cache:mode=true"`, or a
+            list that composes): its `prepare` runs first, its `fit_setup` may choose
+            the model that is fitted and its data, its `callbacks` join the run. The
+            caller saves `method.finalize(model)`. Defaults to `None` (the feature cache
+            as `feature_cache` says).
+
     With validation data, a line warns when validation accuracy stays at chance
     while training accuracy rises (`ChanceLevelWarning`).
 
@@ -272,6 +279,9 @@ def train(
     """
     jit = performance.resolve_jit_compile(jit_compile)
     verbose = default_verbose() if verbose == "auto" else verbose
+    method = method_lib.get_method(method) if method is not None else None
+    if method is not None:
+        method.prepare(model)
     # One truth for what trains: a nested model is trainable when one of its layers is.
     freezing.sync_trainable(model)
     is_dataset = isinstance(train_data, tf.data.Dataset)
@@ -282,17 +292,13 @@ def train(
         )
     if not compile and getattr(model, "optimizer", None) is None:
         raise ValueError(f"compile=False, but model {model.name!r} is not compiled.")
-    plan = cache_lib.plan_feature_cache(
-        model, feature_cache=feature_cache, augment=bool(augment), dataset_input=is_dataset
-    )
-    if verbose and (plan.use or (feature_cache is not False and _has_frozen_weights(model))):
-        print(f"Feature cache {'on' if plan.use else 'off'}: {plan.reason}.")
+    context = method_lib.FitContext(model, train_data, validation_data, batch_size, seed, augment, verbose)
+    setup = method.fit_setup(context) if method is not None else None
+    if setup is None and feature_cache is not False:
+        setup = cache_lib.FeatureCache(feature_cache).fit_setup(context)
     repeated = False  # arrays repeated before batching (a step budget)
-    if plan.use:
-        fit_model = plan.split.head
-        train_ds, validation_ds = _cached(
-            plan.split, model, train_data, validation_data, batch_size, seed, verbose
-        )
+    if setup is not None:
+        fit_model, train_ds, validation_ds = setup.model, setup.train, setup.validation
     else:
         fit_model = model
         # Arrays under a step budget repeat before batching, so every step is a full
@@ -313,6 +319,7 @@ def train(
         validation_ds = None
         if validation_data is not None:
             validation_ds = as_dataset(validation_data, model, batch_size=batch_size)
+    wrap = setup is not None and setup.wrap_callbacks
 
     passes = full_batches if repeated else _steps_per_epoch(train_ds)
     steps_per_epoch = run_length(passes, epochs - initial_epoch, min_steps)
@@ -349,8 +356,11 @@ def train(
         steps_per_execution = model.steps_per_execution  # the caller's own choice
     monitor = "val_loss" if validation_data is not None else "loss"
     all_callbacks = training_callbacks(workdir, patience=patience, monitor=monitor) + list(callbacks)
-    if plan.use:
-        _compile_like(plan.split.head, model, jit)
+    if method is not None:
+        all_callbacks += method.callbacks(model)
+    if fit_model is not model:
+        _compile_like(fit_model, model, jit)
+    if wrap:
         all_callbacks = [cache_lib.ForFullModel(c, model) for c in all_callbacks]
     if jit and train_ds.element_spec[0].shape[0] is None:
         warnings.warn(
@@ -368,7 +378,7 @@ def train(
             verbose,
             steps=None if steps_per_epoch is None else (epochs - initial_epoch) * steps_per_epoch,
             validation=validation_data is not None,
-            wrap=plan.use,
+            wrap=wrap,
         )
         + all_callbacks
     )
@@ -422,10 +432,6 @@ def _batchnorm_callbacks(model, recalibrate, train_data, batch_size, verbose, *,
     return callbacks
 
 
-def _has_frozen_weights(model):
-    return any(layer.weights and not layer.trainable for layer in model.layers)
-
-
 def _set_steps_per_execution(fit_model, steps_per_execution, model, batch_size, steps_per_epoch):
     if steps_per_execution == "auto":
         steps_per_execution = performance.auto_steps_per_execution(fit_model, batch_size, steps_per_epoch)
@@ -455,34 +461,3 @@ def _compile_like(head, model, jit):
         jit_compile=jit,
         steps_per_execution=1,
     )
-
-
-def _cached(split, model, train_data, validation_data, batch_size, seed, verbose):
-    """The cached feature pipelines of the head model `split.head`."""
-    start = time.time()
-    checked = as_dataset(train_data, model, batch_size=batch_size)
-    features, labels = cache_lib.compute_features(
-        split.features,
-        train_data if isinstance(train_data, tf.data.Dataset) else checked,
-        count=None if isinstance(train_data, tf.data.Dataset) else len(train_data[0]),
-    )
-    train_ds = cache_lib.feature_dataset(
-        features,
-        labels,
-        batch_size=batch_size,
-        shuffle=True,
-        seed=seed,
-        drop_remainder=len(features) >= batch_size,
-    )
-    validation_ds = None
-    if validation_data is not None:
-        checked = as_dataset(validation_data, model, batch_size=batch_size)
-        val_features, val_labels = cache_lib.compute_features(split.features, checked)
-        validation_ds = cache_lib.feature_dataset(val_features, val_labels, batch_size=batch_size)
-    if verbose:
-        print(
-            f"Feature cache: {len(features):,} training images through {split.cut!r} once "
-            f"({time.time() - start:.1f}s); training the head on features of shape "
-            f"{tuple(features.shape[1:])}."
-        )
-    return train_ds, validation_ds
