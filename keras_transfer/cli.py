@@ -217,6 +217,15 @@ def _add_train(commands):
     )
     train.add_argument("--seed", type=int, default=0, help="(default: 0)")
     train.add_argument(
+        "--method",
+        action="append",
+        default=[],
+        metavar="NAME[:KEY=VALUE,...]",
+        help="a transfer method to train with (repeat to combine; `keras-transfer methods` "
+        "lists them), e.g. fine_tune:epochs=3,learning_rate=1e-4. The recipe flags above "
+        "set the fine_tune method's fields (default: fine_tune with the recipe)",
+    )
+    train.add_argument(
         "--precision",
         default="float32",
         choices=("float32", "mixed_bfloat16", "mixed_float16", "onednn_bfloat16"),
@@ -425,6 +434,34 @@ def _dispatch(args):
         return 1
 
 
+def _train_method(args):
+    """The `--method`s, with the recipe flags set on the fine_tune method (one is made
+    when no `--method` names it)."""
+    from keras_transfer import training
+
+    flags = {
+        "head_epochs": args.head_epochs,
+        "epochs": args.epochs,
+        "head_learning_rate": args.head_lr,
+        "learning_rate": args.lr,
+        "unfreeze_fraction": args.unfreeze_fraction,
+        "min_steps": args.min_steps,
+        "batch_size": args.batch_size,
+        "patience": args.patience or None,
+        "augment": False if args.no_augment else None,
+    }
+    recipe = None if args.recipe == "auto" else args.recipe
+    methods = [training.get_method(text) for text in args.method]
+    fine = next((m for m in methods if isinstance(m, training.FineTune)), None)
+    if fine is None:
+        methods.insert(0, training.FineTune(recipe, **flags))
+    else:
+        given = {key: value for key, value in flags.items() if value is not None}
+        merged = training.FineTune(recipe or fine.recipe, fine.backbone, **{**fine.overrides, **given})
+        methods[methods.index(fine)] = merged
+    return methods[0] if len(methods) == 1 else methods
+
+
 def _run_workflow(args):
     from keras_transfer import workflows
 
@@ -439,23 +476,14 @@ def _run_workflow(args):
             args.data,
             backbone=args.backbone,
             weights=args.weights,
+            method=_train_method(args),
             name=args.name,
             output=args.output,
             image_size=args.image_size,
             validation_split=args.validation_split,
             test_dir=args.test_data,
             seed=args.seed,
-            batch_size=args.batch_size,
-            recipe=None if args.recipe == "auto" else args.recipe,
-            head_epochs=args.head_epochs,
-            epochs=args.epochs,
-            head_learning_rate=args.head_lr,
-            learning_rate=args.lr,
-            unfreeze_fraction=args.unfreeze_fraction,
-            min_steps=args.min_steps,
-            patience=args.patience or None,
-            augment=not args.no_augment,
-            tflite=args.tflite,
+            export=args.tflite or True,
             log=log,
         )
         if result.evaluation is not None:

@@ -149,8 +149,22 @@ def _backbone_id(backbone):
     return str(backbone)
 
 
-def _run_config(backbone_arg, weights, class_names, shape, pretrained, recipe):
+def _schedule(method):
+    """`(method, its FineTune)`: the method as given when it schedules the run with a
+    `FineTune`, else composed with the default `FineTune(patience=3)`."""
+    method = training.get_method(method) if method is not None else training.FineTune(patience=3)
+    members = method.methods if isinstance(method, training.Compose) else [method]
+    fine = next((m for m in members if isinstance(m, training.FineTune)), None)
+    if fine is None:
+        fine = training.FineTune(patience=3)
+        method = training.Compose([fine, *members])
+    return method, fine
+
+
+def _run_config(backbone_arg, weights, class_names, shape, pretrained, recipe, method):
     return {
+        "method": training.method_config(method),
+        "methods": sorted(m.name for m in getattr(method, "methods", [method])),
         "recipe": dataclasses.asdict(recipe),
         "backbone": _backbone_id(backbone_arg),
         "weights": None if weights is None else str(weights),
@@ -183,9 +197,10 @@ def _prepare_run_dir(run_dir, config, log):
                 previous = json.load(handle)
         except (OSError, ValueError):
             previous = {}
-    # What the saved state must match to be loaded into this model; the recipe (epochs,
-    # rates) is recorded but may change between runs (e.g. more epochs on a rerun).
-    structural = [key for key in config if key != "recipe"]
+    # What the saved state must match to be loaded into this model; the recipe and the
+    # method's settings (epochs, rates) are recorded but may change between runs (e.g.
+    # more epochs on a rerun); which methods run ("methods") may not.
+    structural = [key for key in config if key not in ("recipe", "method")]
     if state and (previous is None or any(previous.get(k) != config[k] for k in structural)):
         if previous is None:
             why = f"no {RUN_FILE} records its configuration"
@@ -244,40 +259,31 @@ def train_from_folder(
     *,
     backbone="resnet50",
     weights="imagenet",
+    method=None,
     name=None,
     output="saved_models",
     image_size=None,
     validation_split=0.2,
     test_dir=None,
     seed=0,
-    batch_size=32,
-    recipe=None,
-    head_epochs=None,
-    epochs=None,
-    head_learning_rate=None,
-    learning_rate=None,
-    unfreeze_fraction=None,
-    min_steps=None,
-    patience=3,
-    augment=True,
-    dropout=0.2,
     export=True,
-    tflite=(),
-    verbose="auto",
     log=print,
 ):
     """Trains a classifier on a class-per-folder image directory, end to end.
 
-    `fine_tune` with the recipe for the backbone (`training.recipe_for`), with what a
-    real run needs around it: images are scanned (corrupt files are skipped and
-    listed), split into train and validation with a seed, and augmented in tf.data; a
-    pretrained backbone trains its new head (backbone frozen), then its top
+    The training is a transfer method (`method`, default `FineTune(patience=3)`: the
+    recipe for the backbone, `training.recipe_for`), with what a real run needs around
+    it: images are scanned (corrupt files are skipped and listed), split into train and
+    validation with a seed, and augmented in tf.data (unless the recipe's `augment` is
+    off); a pretrained backbone trains its new head (backbone frozen), then its top
     `unfreeze_fraction` of layers (BatchNorm stays frozen); a small source model trains
     every layer at once; early stopping restores the best weights, and every stage
     keeps a best checkpoint and a crash backup, so a rerun resumes. A randomly
-    initialised backbone (`weights=None`) is trained whole in one stage for `epochs`
-    epochs at the recipe's `scratch_learning_rate` instead. The final model is saved as `model.keras`,
-    evaluated (report, confusion matrix, learning curves) and exported.
+    initialised backbone (`weights=None`) is trained whole in one stage for the recipe's
+    `epochs` at its `scratch_learning_rate` (or the `learning_rate` the method sets)
+    instead. The model to ship (`method.finalize(model)`) is saved as `model.keras`,
+    evaluated (report, confusion matrix, learning curves) and exported. The run folder's
+    `run.json` records the method's config.
 
     Args:
         data_dir: str. `data_dir/<class name>/<image files>`.
@@ -285,6 +291,11 @@ def train_from_folder(
             `"hub:<handle>"`, or a source model. Defaults to `"resnet50"`.
         weights: `"imagenet"`, `None`/`"none"`, or a weights file for the backbone.
             Defaults to `"imagenet"`.
+        method: a `training.TransferMethod`, its name (`"fine_tune:epochs=3"`), or a
+            list that composes. Recipe fields (`head_epochs`, `epochs`, `learning_rate`,
+            `batch_size`, `min_steps`, `augment`, `patience`, ...) are `FineTune`'s:
+            `method=FineTune(epochs=3, batch_size=16)`. A method that does not schedule
+            the run itself joins the default `FineTune(patience=3)`.
         name: str. Model name in `output`. Defaults to the folder's name.
         output: str. Defaults to `"saved_models"`.
         image_size: int or (height, width). Defaults to the backbone's default size.
@@ -293,26 +304,10 @@ def train_from_folder(
         test_dir: str. A separate folder with the same classes to report on. Defaults
             to reporting on the validation split.
         seed: int. Split, shuffle, augmentation and initialisation seed.
-        batch_size: int. Defaults to `32`.
-        recipe: `training.Recipe` or a name in `training.RECIPES`. Defaults to
-            `training.recipe_for(backbone)`; the arguments below override it.
-        head_epochs: int. Stage 1 epochs (head only; 0 skips it).
-        epochs: int. Stage 2 epochs (the backbone unfrozen), or all epochs of a
-            randomly initialised model.
-        head_learning_rate: float. Stage 1 peak learning rate.
-        learning_rate: float. Stage 2 peak learning rate (or a random-init model's;
-            it defaults to the recipe's `scratch_learning_rate`).
-        unfreeze_fraction: float. Share of the backbone's layers, from the top,
-            unfrozen in stage 2.
-        min_steps: int. Optimizer steps each stage runs at least (small folders
-            repeat; 0 for one pass per epoch).
-        patience: int or `None`. Early stopping patience. Defaults to `3`.
-        augment: bool. Flip / rotation / zoom / contrast in tf.data. Defaults to `True`.
-        dropout: float. Defaults to `0.2`.
-        export: bool. Export a SavedModel (and `tflite`). Defaults to `True`.
-        tflite: iterable of `"float32"`, `"int8"`. TFLite files to export too.
-        verbose: Keras `fit` verbosity. Defaults to `"auto"`.
-        log: callable for progress lines, or `None` for silence. Defaults to `print`.
+        export: `True` (a SavedModel), `False`, or TFLite kinds to export beside the
+            SavedModel (`("float32", "int8")`). Defaults to `True`.
+        log: callable for progress lines (and Keras progress output), or `None` for
+            silence. Defaults to `print`.
 
     Returns:
         `TrainResult`.
@@ -320,7 +315,7 @@ def train_from_folder(
     Example:
 
     >>> import os, tempfile, numpy as np, tensorflow as tf
-    >>> from keras_transfer import workflows
+    >>> from keras_transfer import training, workflows
     >>> root = tempfile.mkdtemp()
     >>> for label in ("dark", "light"):
     ...     os.makedirs(os.path.join(root, "shades", label))
@@ -330,11 +325,14 @@ def train_from_folder(
     ...                          tf.io.encode_png(tf.fill((8, 8, 1), tf.constant(value, tf.uint8))))
     >>> result = workflows.train_from_folder(
     ...     os.path.join(root, "shades"), backbone="mnist_mlp", weights=None,
-    ...     output=os.path.join(root, "out"), epochs=1, batch_size=4,
-    ...     verbose=0, log=None)
+    ...     method=training.FineTune(epochs=1, batch_size=4),
+    ...     output=os.path.join(root, "out"), log=None)
     >>> result.class_names, os.path.basename(result.export.saved_model)
     (['dark', 'light'], '1')
     """
+    method, fine = _schedule(method)
+    tflite = () if isinstance(export, bool) else tuple(export)
+    verbose = "auto" if log is not None else 0
     scan_verbose = log is not None
     log = log or _quiet
     weights = _parse_weights(weights)
@@ -344,6 +342,8 @@ def train_from_folder(
     name = name or os.path.basename(os.path.normpath(data_dir))
     run_dir = os.path.join(output, name, "train")
     keras.utils.set_random_seed(seed)
+    recipe = fine.resolve(backbone)
+    batch_size, augment, patience = recipe.batch_size, recipe.augment, recipe.patience
 
     folder = image_folder.image_folder_datasets(
         data_dir,
@@ -361,25 +361,15 @@ def train_from_folder(
         len(class_names),
         weights=weights,
         input_shape=shape,
-        dropout=dropout,
     )
     pretrained = not isinstance(backbone, str) or weights is not None or backbone.startswith("hub:")
-    recipe = training.resolve_recipe(
-        recipe,
-        backbone,
-        head_epochs=head_epochs,
-        epochs=epochs,
-        head_learning_rate=head_learning_rate,
-        learning_rate=learning_rate,
-        unfreeze_fraction=unfreeze_fraction,
-        batch_size=batch_size,
-        min_steps=min_steps,
+    _prepare_run_dir(
+        run_dir, _run_config(backbone_arg, weights, class_names, shape, pretrained, recipe, method), log
     )
-    _prepare_run_dir(run_dir, _run_config(backbone_arg, weights, class_names, shape, pretrained, recipe), log)
     export_lib.write_labels(run_dir, class_names)
     # The folder pipeline yields the same decoded images every epoch unless it augments,
     # so a frozen backbone's features can be computed once (stage 1).
-    train_kwargs = dict(verbose=verbose, patience=patience, feature_cache=not augment)
+    train_kwargs = dict(verbose=verbose, feature_cache=not augment)
     if pretrained and augment and recipe.head_epochs:
         log(
             "Feature cache off: augmentation is on, so every epoch sees new images "
@@ -401,16 +391,10 @@ def train_from_folder(
             f"label smoothing {recipe.label_smoothing:g}, at least {recipe.min_steps} steps "
             f"per stage. Checkpoints in {run_dir}."
         )
-        history = training.fine_tune(
-            model,
-            folder.train,
-            folder.validation,
-            recipe=recipe,
-            workdir=run_dir,
-            **train_kwargs,
-        )
+        history = method.run(model, folder.train, folder.validation, workdir=run_dir, **train_kwargs)
     else:
-        rate = recipe.learning_rate if learning_rate is not None else recipe.scratch_learning_rate
+        rate = recipe.learning_rate if "learning_rate" in fine.overrides else recipe.scratch_learning_rate
+        hooks = [m for m in getattr(method, "methods", [method]) if m is not fine]
         log(
             f"Randomly initialised backbone: training everything in one stage for "
             f"{recipe.epochs} epochs at {rate:g} (cosine decay, label smoothing "
@@ -442,6 +426,8 @@ def train_from_folder(
             workdir=os.path.join(run_dir, "all"),
             recalibrate_batchnorm=False,
             callbacks=recalibration,
+            patience=patience,
+            method=hooks or None,
             **train_kwargs,
         )
         ran = getattr(history, "epoch", None)
@@ -451,6 +437,7 @@ def train_from_folder(
                 f"improved for {patience} epochs (the best epoch's weights are kept; "
                 "--patience 0 turns early stopping off)."
             )
+    model = method.finalize(model)
     model_path = _save_model_atomically(model, os.path.join(run_dir, "model.keras"))
     log(f"saved {model_path}")
 

@@ -295,3 +295,24 @@ def test_library_oserror_and_runtimeerror_are_one_line_errors(monkeypatch, capsy
         assert cli.main(["evaluate", str(tmp_path), "--data", str(tmp_path)]) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith("keras-transfer evaluate: error: ") and len(err.splitlines()) == 1, err
+
+
+def test_methods_command_lists_the_transfer_methods(tmp_path):
+    result = run(["methods"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
+    assert {"feature_cache", "fine_tune"} <= set(names)
+
+
+def test_train_flags_set_the_fine_tune_methods_fields(tmp_path):
+    from keras_transfer import training
+
+    parse = cli.build_parser().parse_args
+    common = ["train", "--data", str(tmp_path)]
+    method = cli._train_method(parse([*common, "--lr", "1e-4", "--recipe", "small"]))
+    assert method == training.FineTune("small", learning_rate=1e-4, batch_size=32, patience=3)
+    method = cli._train_method(parse([*common, "--method", "fine_tune:epochs=2", "--patience", "0"]))
+    assert method == training.FineTune(epochs=2, batch_size=32)
+    methods = cli._train_method(parse([*common, "--method", "feature_cache", "--no-augment"]))
+    assert methods == [training.FineTune(batch_size=32, patience=3, augment=False), training.FeatureCache()]
+    assert cli.main([*common, "--method", "lora"]) == 1

@@ -11,6 +11,7 @@ from testing import write_truncated_png
 import keras_transfer
 from keras_transfer import cli
 from keras_transfer import export
+from keras_transfer import training
 from keras_transfer import workflows
 
 CLASSES = ["zero", "one", "two"]
@@ -413,10 +414,8 @@ def test_a_source_model_keeps_its_own_input(digits_dir, tmp_path):
         digits_dir,
         backbone=source,
         output=str(tmp_path),
-        head_epochs=1,
-        epochs=1,
+        method=training.FineTune(head_epochs=1, epochs=1),
         export=False,
-        verbose=0,
         log=None,
     )
     assert tuple(result.model.input.shape[1:]) == (28, 28, 1)
@@ -480,12 +479,8 @@ def test_batchnorm_from_random_weights_gives_a_usable_model_and_exports(photos_d
         weights=None,
         image_size=32,
         output=output,
-        head_epochs=0,
-        epochs=4,
-        batch_size=32,
-        patience=None,
-        tflite=("float32",),
-        verbose=0,
+        method=training.FineTune(head_epochs=0, epochs=4, batch_size=32),
+        export=("float32",),
     )
     out = capsys.readouterr().out
     assert "Re-estimated BatchNorm statistics of 34 layers on 144 training images" in out

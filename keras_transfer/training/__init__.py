@@ -29,4 +29,5 @@ from keras_transfer.training.method import FitSetup
 from keras_transfer.training.method import TransferMethod
 from keras_transfer.training.method import get_method
 from keras_transfer.training.method import list_methods
+from keras_transfer.training.method import method_config
 from keras_transfer.training.method import register_method

@@ -55,6 +55,8 @@ class Recipe:
         scratch_learning_rate: float. Peak rate when the same architecture trains
             from random weights (`train_from_folder(weights=None)`, the demo's
             scratch runs). Defaults to `1e-3`.
+        patience: int or `None`. Early stopping patience on `val_loss` in each stage
+            (the best epoch's weights are kept). Defaults to `None` (none).
 
     Example:
 
@@ -78,6 +80,7 @@ class Recipe:
     min_steps: int = 400
     batch_size: int = 32
     scratch_learning_rate: float = 1e-3
+    patience: int | None = None
 
     def replace(self, **changes):
         """A copy with `changes` (names of fields; `None` values are ignored)."""
@@ -246,6 +249,7 @@ def fine_tune(
     method = FineTune(
         recipe,
         backbone=backbone,
+        patience=patience,
         head_epochs=head_epochs,
         epochs=epochs,
         head_learning_rate=head_learning_rate,
@@ -254,15 +258,7 @@ def fine_tune(
         freeze_batchnorm=freeze_batchnorm,
         **{key: train_kwargs.pop(key) for key in list(train_kwargs) if key in _RECIPE_FIELDS},
     )
-    return method.run(
-        model,
-        train_data,
-        validation_data,
-        workdir=workdir,
-        patience=patience,
-        verbose=verbose,
-        **train_kwargs,
-    )
+    return method.run(model, train_data, validation_data, workdir=workdir, verbose=verbose, **train_kwargs)
 
 
 _RECIPE_FIELDS = {field.name for field in dataclasses.fields(Recipe)}
@@ -332,7 +328,6 @@ class FineTune(method_lib.TransferMethod):
         validation_data=None,
         *,
         workdir=None,
-        patience=None,
         verbose="auto",
         **train_kwargs,
     ):
@@ -353,7 +348,7 @@ class FineTune(method_lib.TransferMethod):
             "label_smoothing": recipe.label_smoothing,
             "cosine": recipe.cosine,
             "min_steps": recipe.min_steps,
-            "patience": patience,
+            "patience": recipe.patience,
             "verbose": verbose,
             "augment": True if (recipe.augment and arrays) else None,
         }
