@@ -56,6 +56,8 @@ def test_readme_python_blocks_run(index, workdir):
         row = re.search(r"MNIST 5-9 +cnn +10 +\S+ ±\S+ +\S+ ±\S+ +([0-9.]+) ±", README)
         assert match and row, result.stdout[-2000:]
         assert abs(float(match.group(1)) - float(row.group(1))) <= 0.02, (match.group(1), row.group(1))
+    if "class FrozenBackbone" in code:  # "Writing a transfer method": the method did its job
+        assert "backbone unchanged: True" in result.stdout, result.stdout[-2000:]
     if "export_saved_model" in code and "digits_example" in code:
         assert os.path.exists(workdir / "saved_models" / "digits_example" / "1" / "saved_model.pb")
         assert os.path.exists(workdir / "saved_models" / "digits_example" / "confusion.png")

@@ -8,9 +8,9 @@ which model is saved and exported at the end. `train(..., method=)`, `fine_tune`
 `train_from_folder(method=)` and `keras-transfer train --method NAME[:key=value,...]`
 all take one, or a list that composes.
 
-A new method is one module: a subclass of `TransferMethod` with `name` and `summary`,
-the hooks it needs, `get_config`, and `@register_method` above it. It must pass
-`tests/testing.py::run_method_contract`.
+A new method is one module (a subclass of `TransferMethod` with `name` and `summary`,
+the hooks it needs, `get_config`, and `@register_method` above it) plus its line in
+`BUILTIN_MODULES`. It must pass `tests/testing.py::run_method_contract`.
 
 Example:
 
@@ -22,6 +22,7 @@ FineTune(epochs=3, learning_rate=0.0001)
 """
 
 import dataclasses
+import importlib
 
 import keras
 
@@ -44,10 +45,17 @@ def register_method(cls):
     return keras.saving.register_keras_serializable(package="keras_transfer", name=cls.__name__)(cls)
 
 
+# The registry of built-in methods: the module of each (importing it registers its
+# methods). A new method is one module plus one line here.
+BUILTIN_MODULES = (
+    "keras_transfer.training.feature_cache",
+    "keras_transfer.training.fine_tuning",
+)
+
+
 def _load_builtins():
-    # The built-in methods live beside what they generalise; importing registers them.
-    from keras_transfer.training import feature_cache  # noqa: F401
-    from keras_transfer.training import fine_tuning  # noqa: F401
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
 
 
 def list_methods():
