@@ -80,7 +80,7 @@ _EXPORTS = {
     "freeze": "keras_transfer.freezing",
     "unfreeze": "keras_transfer.freezing",
     "HubLayer": "keras_transfer.backbones.hub",
-    "image_augmentation": "keras_transfer.data.image_folder",
+    "image_augmentation": "keras_transfer.data.augmentation",
     "image_folder_datasets": "keras_transfer.data.image_folder",
     "load_image_folder": "keras_transfer.data.image_folder",
     "scan_image_folder": "keras_transfer.data.image_folder",

@@ -206,7 +206,9 @@ def _add_train(commands):
         "--patience", type=int, default=3, help="early stopping patience, 0 for none (default: 3)"
     )
     train.add_argument(
-        "--no-augment", action="store_true", help="no flip/rotation/zoom/contrast augmentation"
+        "--no-augment",
+        action="store_true",
+        help="no augmentation (colour: flip/rotation/zoom/contrast; one channel: shift/rotation/zoom)",
     )
     train.add_argument(
         "--tflite",

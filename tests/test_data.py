@@ -153,3 +153,27 @@ def test_seeded_augmentation_layers_draw_independently():
     again = data.default_augmentation(translation=0.2, rotation=0.2, zoom=0.2, seed=7)
     np.testing.assert_allclose(augment(x, training=True), again(x, training=True), atol=1e-4)
     assert isinstance(augment, keras.Sequential)
+
+
+def test_augment_true_is_one_definition_for_arrays_and_folders(tmp_path, monkeypatch):
+    from testing import write_image_folder
+
+    from keras_transfer.data import augmentation
+    from keras_transfer.data import image_folder
+
+    assert data.default_augmentation is augmentation.default_augmentation
+    assert image_folder.image_augmentation is augmentation.image_augmentation
+    calls = []
+    real = augmentation.augmentation_for
+    monkeypatch.setattr(
+        augmentation,
+        "augmentation_for",
+        lambda channels, seed=None: calls.append(int(channels)) or real(channels, seed),
+    )
+    x = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 1)).astype("float32")
+    data.make_dataset(x, np.arange(4) % 2, batch_size=2, augment=True)
+    paths = write_image_folder(str(tmp_path), x.astype("uint8"), np.arange(4) % 2, ["a", "b"])
+    image_folder.files_dataset(paths, np.arange(4) % 2, image_size=(16, 16), channels=3, augment=True)
+    assert calls == [1, 3]  # digits-like arrays: no flip; colour: flip and contrast
+    assert [layer.name for layer in real(1).layers] == ["translation", "rotation", "zoom"]
+    assert "flip" in [layer.name for layer in real(3).layers]

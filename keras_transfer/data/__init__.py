@@ -1,8 +1,10 @@
-"""Data: arrays and tf.data pipelines (`datasets`), image decoding (`images`), folders of
-images (`image_folder`).
+"""Data: arrays and tf.data pipelines (`datasets`), augmentation (`augmentation`), image
+decoding (`images`), folders of images (`image_folder`).
 
 The names of `keras_transfer.data` are those of `datasets`."""
 
+from keras_transfer.data.augmentation import augmentation_for
+from keras_transfer.data.augmentation import image_augmentation
 from keras_transfer.data.datasets import AUTOTUNE
 from keras_transfer.data.datasets import Images
 from keras_transfer.data.datasets import adapt_images

@@ -11,6 +11,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_transfer.data import augmentation as augmentation_lib
+from keras_transfer.data.augmentation import default_augmentation  # noqa: F401 (its old place)
+
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -243,31 +246,6 @@ def adapt_images(images, size=None, channels=None):
     return images
 
 
-def default_augmentation(translation=0.1, rotation=0.05, zoom=0.1, flip=False, seed=None):
-    """A light augmentation block for tf.data: shift, rotate, zoom (and optional flip).
-
-    Example:
-
-    >>> from keras_transfer import data
-    >>> augment = data.default_augmentation()
-    >>> [layer.name for layer in augment.layers]
-    ['translation', 'rotation', 'zoom']
-    """
-    # One seed each: layers seeded alike draw the same numbers, and shift, rotation and
-    # zoom would move together.
-    seeds = [None] * 4 if seed is None else [seed + i for i in range(4)]
-    layers = [
-        keras.layers.RandomTranslation(
-            translation, translation, fill_mode="constant", seed=seeds[0], name="translation"
-        ),
-        keras.layers.RandomRotation(rotation, fill_mode="constant", seed=seeds[1], name="rotation"),
-        keras.layers.RandomZoom(zoom, fill_mode="constant", seed=seeds[2], name="zoom"),
-    ]
-    if flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seeds[3], name="flip"))
-    return keras.Sequential(layers, name="augmentation")
-
-
 def check_labels(y, num_classes):
     """Raises if labels are not integers in [0, num_classes)."""
     y = np.asarray(y)
@@ -312,7 +290,9 @@ def make_dataset(
         seed: int. Shuffle seed. Defaults to `None`.
         image_size: int or (height, width). Resize to the backbone's input.
         channels: int. Adapt channels (1 -> 3 for ImageNet backbones).
-        augment: `None`, `True` (`default_augmentation()`), or a callable / Keras layer
+        augment: `None`, `True` (`augmentation.augmentation_for(channels)`: shift /
+            rotation / zoom for one channel, flip / rotation / zoom / contrast for
+            colour), or a callable / Keras layer
             applied to each batch of images.
         cache: bool. Cache the adapted images in memory. Defaults to `True`.
         drop_remainder: bool. Fixed batch shapes (no XLA recompile on the last batch).
@@ -367,7 +347,9 @@ def make_dataset(
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    augment = default_augmentation(seed=seed) if augment is True else augment
+    if augment is True:
+        spec = ds.element_spec[0] if y is not None else ds.element_spec
+        augment = augmentation_lib.augmentation_for(spec.shape[-1], seed=seed)
     return batch_and_augment(ds, batch_size, drop_remainder=drop_remainder, augment=augment)
 
 

@@ -28,7 +28,7 @@ The pieces:
   batch, augment, prefetch); also for an explicit test folder.
 - `image_folder_datasets`: all of the above -> `FolderData(train, validation, ...)`.
 - `load_image_folder`: a small folder as numpy arrays `(x, y)`.
-- `image_augmentation`: flip / rotation / zoom / contrast block for tf.data.
+- `image_augmentation` (in `augmentation`): flip / rotation / zoom / contrast block for tf.data.
 """
 
 import dataclasses
@@ -40,12 +40,13 @@ import zlib
 from typing import NamedTuple
 from typing import Optional
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_transfer import data
+from keras_transfer.data import augmentation as augmentation_lib
 from keras_transfer.data import images
+from keras_transfer.data.augmentation import image_augmentation  # noqa: F401 (its old place)
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -504,54 +505,6 @@ def split_image_folder(folder, validation_split=0.2, *, seed=0):
 # Pipelines.
 
 
-def image_augmentation(flip=True, rotation=0.1, zoom=0.1, contrast=0.1, seed=None):
-    """An augmentation block for image batches in tf.data: flip, rotate, zoom, contrast.
-
-    For photos (a horizontal flip keeps their class); use `flip=False` for digits or
-    text. Each layer gets its own seed (`seed`, `seed + 1`, ...): layers seeded alike
-    draw the same random numbers and would move together. A factor of `0` leaves its
-    layer out. Pixel values stay in 0-255.
-
-    Args:
-        flip: bool or str. `True` for `"horizontal"`, or a `keras.layers.RandomFlip`
-            mode (`"vertical"`, `"horizontal_and_vertical"`). Defaults to `True`.
-        rotation: float. Fraction of a full turn, both ways. Defaults to `0.1`.
-        zoom: float. Zoom in or out by up to this fraction. Defaults to `0.1`.
-        contrast: float. Contrast factor range `[1 - contrast, 1 + contrast]`.
-            Defaults to `0.1`.
-        seed: int. Defaults to `None`.
-
-    Returns:
-        A `keras.Sequential` named `"augmentation"`; call it with `training=True`.
-
-    Example:
-
-    >>> from keras_transfer import image_folder
-    >>> augment = image_folder.image_augmentation(seed=0)
-    >>> [layer.name for layer in augment.layers]
-    ['flip', 'rotation', 'zoom', 'contrast']
-    """
-    seeds = [None] * 4 if seed is None else [seed + i for i in range(4)]
-    layers = []
-    if flip:
-        mode = "horizontal" if flip is True else flip
-        layers.append(keras.layers.RandomFlip(mode, seed=seeds[0], name="flip"))
-    if rotation:
-        layers.append(keras.layers.RandomRotation(rotation, seed=seeds[1], name="rotation"))
-    if zoom:
-        layers.append(keras.layers.RandomZoom(zoom, seed=seeds[2], name="zoom"))
-    if contrast:
-        layers.append(
-            keras.layers.RandomContrast(contrast, value_range=(0, 255), seed=seeds[3], name="contrast")
-        )
-    if not layers:
-        raise ValueError(
-            "image_augmentation needs at least one transform. Received: "
-            f"flip={flip!r}, rotation={rotation!r}, zoom={zoom!r}, contrast={contrast!r}"
-        )
-    return keras.Sequential(layers, name="augmentation")
-
-
 def _cache_file(prefix, paths, labels, size, channels):
     """`prefix-<digest>`: the digest of the files (name, size, mtime), labels and shape."""
     digest = hashlib.sha1(repr((size, channels)).encode())
@@ -599,7 +552,7 @@ def files_dataset(
         batch_size: int. Defaults to `32`.
         shuffle: bool. Reshuffle every epoch. Defaults to `False`.
         seed: int. Shuffle seed; also seeds `augment=True`. Defaults to `None`.
-        augment: `None`/`False`, `True` (`image_augmentation(seed=seed)`), or a
+        augment: `None`/`False`, `True` (`augmentation_for(channels, seed=seed)`), or a
             callable / Keras layer applied to each batch of images.
         cache: bool or str. Defaults to `True` (memory).
         drop_remainder: bool. Drop a last partial batch (fixed batch shapes).
@@ -683,7 +636,7 @@ def files_dataset(
     if shuffle and cache is not False:
         buffer = len(paths) if cache is True else min(len(paths), FILE_CACHE_SHUFFLE_BUFFER)
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    augment = image_augmentation(seed=seed) if augment is True else augment
+    augment = augmentation_lib.augmentation_for(channels, seed=seed) if augment is True else augment
     return data.batch_and_augment(ds, batch_size, drop_remainder=drop_remainder, augment=augment)
 
 
@@ -719,7 +672,7 @@ def image_folder_datasets(
             no validation set. Defaults to `0.2`.
         seed: int. Seeds the split, the shuffling and `augment=True`. Defaults to `0`.
         batch_size: int. Defaults to `32`.
-        augment: bool or callable. `True` for `image_augmentation(seed=seed)`, or a
+        augment: bool or callable. `True` for `augmentation_for(channels, seed=seed)`, or a
             callable / Keras layer applied to each training batch. Defaults to `False`.
         cache: bool or str. `True` caches decoded images in memory, a str caches them
             in files with that prefix (large sets; see `files_dataset`), `False`

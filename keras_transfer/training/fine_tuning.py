@@ -20,7 +20,8 @@ class Recipe:
     Stage 1 trains the new head on the frozen backbone (skipped when `head_epochs` is
     0); stage 2 unfreezes the top `unfreeze_fraction` of the backbone (BatchNorm stays
     frozen) at `learning_rate`. Every stage uses label smoothing, cosine decay to zero,
-    augmentation of array input (`data.default_augmentation`: shift, rotation, zoom)
+    augmentation of array input (`data.augmentation.augmentation_for`: for digits shift,
+    rotation, zoom)
     and a step budget: on a tiny set each stage still runs at least `min_steps` steps.
 
     Which recipe `fine_tune` and `keras-transfer train` use follows the kind of backbone

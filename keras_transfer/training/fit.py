@@ -222,7 +222,7 @@ def train(
         patience: int. Early stopping patience on `val_loss`. Defaults to `None`.
         jit_compile: bool or `"auto"`. Defaults to `"auto"` (XLA on GPU only).
         steps_per_execution: int or `"auto"`. Defaults to `"auto"`.
-        augment: `None`, `True` (`default_augmentation()`) or a layer/callable applied
+        augment: `None`, `True` (`data.augmentation.augmentation_for(channels)`) or a layer/callable applied
             to each batch of array input. Defaults to `None`.
         feature_cache: `"auto"` (arrays, frozen backbone, no augmentation), `True`
             (also for a `tf.data.Dataset` that yields the same images every epoch) or
