@@ -5,6 +5,7 @@ import keras
 from keras_transfer import backbones
 from keras_transfer.backbones import hub
 from keras_transfer.backbones.preprocessing import BackbonePreprocessing
+from keras_transfer.backbones.resolve import resolve_backbone
 
 POOLINGS = ("avg", "max", "flatten", None)
 
@@ -89,7 +90,10 @@ def build_classifier(
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
 
-    if isinstance(backbone, keras.Model) and feature_layer is None and _is_classifier(backbone):
+    resolved = resolve_backbone(backbone, weights)
+    backbone = resolved.value
+    pretrained = resolved.pretrained
+    if resolved.kind == "classifier" and feature_layer is None:
         # A classifier this toolkit built: reuse its backbone and preprocessing rather
         # than nesting the whole model inside a new "backbone" (layers stay reachable
         # as model.get_layer("backbone").get_layer("fc1"), and freezing by name works).
@@ -102,9 +106,8 @@ def build_classifier(
             )
         shape = source_shape
         preprocess = _copy_preprocessing(backbone)
-        pretrained = True
         default_name = f"{backbone.name}_transfer"
-    elif isinstance(backbone, keras.Model):
+    elif isinstance(backbone, keras.Model):  # a source model (or a classifier cut at feature_layer)
         feature_model = _feature_model(backbone, feature_layer)
         if input_shape is not None and tuple(input_shape) != tuple(feature_model.input.shape[1:]):
             raise ValueError(
@@ -113,28 +116,18 @@ def build_classifier(
             )
         shape = tuple(feature_model.input.shape[1:])
         preprocess = None
-        pretrained = True
         default_name = f"{backbone.name}_transfer"
-    elif isinstance(backbone, hub.HubLayer) or (isinstance(backbone, str) and backbone.startswith("hub:")):
+    elif resolved.kind == "hub":
         feature_model = _hub_backbone(backbone)
         shape = tuple(input_shape or hub.DEFAULT_INPUT_SHAPE)
         preprocess = _hub_preprocessing(feature_model.value_range)
-        pretrained = True
         default_name = "hub_classifier"
-    elif isinstance(backbone, str):
+    else:
         spec = backbones.get_backbone_spec(backbone)
         feature_model = backbones.build_backbone(spec.name, weights, input_shape)
         shape = tuple(feature_model.input.shape[1:])
         preprocess = BackbonePreprocessing(spec.name, name="preprocessing")
-        pretrained = weights is not None
         default_name = f"{spec.name}_classifier"
-    else:
-        raise ValueError(
-            "backbone must be a registry name or a keras.Model (or 'hub:<handle>', "
-            "a HubLayer). "
-            f"Received: backbone={backbone!r}"
-        )
-
     frozen = pretrained if freeze_backbone is None else bool(freeze_backbone)
     feature_model.trainable = not frozen
 
@@ -153,17 +146,6 @@ def build_classifier(
     x = keras.layers.Dropout(dropout, name="output_dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation=activation, dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name=name or default_name)
-
-
-def _is_classifier(model):
-    """Whether `model` has the layout `build_classifier` makes (and so can be unpacked)."""
-    names = [layer.name for layer in model.layers]
-    return (
-        "backbone" in names
-        and "predictions" in names
-        and isinstance(model.get_layer("backbone"), (keras.Model, hub.HubLayer))
-        and len(getattr(model, "inputs", None) or ()) == 1
-    )
 
 
 def _copy_model(model, name):

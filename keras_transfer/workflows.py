@@ -80,37 +80,13 @@ def _parse_weights(weights):
         return None
     if isinstance(weights, (str, os.PathLike)):
         path = os.fspath(weights)
-        if path.endswith(".keras") or _is_saved_model(path):
+        if path.endswith(".keras") or backbones.is_saved_model(path):
             raise ValueError(
                 f"{path} is a whole model, not a weights file: weights (--weights) takes "
                 "imagenet, none, or a .weights.h5 file saved from that backbone. To build on "
                 f"this model, pass it as the backbone (--backbone {path})."
             )
     return weights
-
-
-def _is_saved_model(path):
-    return os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb"))
-
-
-def resolve_backbone(backbone):
-    """A backbone given on the command line: a registry name, `hub:<handle>`, a `.keras`
-    model file (loaded: its layers become the backbone, as a `keras.Model` argument
-    does) or a SavedModel folder (wrapped as a `HubLayer`, i.e. `"hub:<folder>"`)."""
-    if not isinstance(backbone, (str, os.PathLike)):
-        return backbone
-    path = os.fspath(backbone)
-    if path.endswith(".keras"):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"No such model file: {path} (--backbone).")
-        return keras.saving.load_model(path, compile=False)
-    if _is_saved_model(path):
-        return "hub:" + path
-    if os.sep in path and not path.startswith("hub:") and os.path.exists(path):
-        raise ValueError(
-            f"--backbone {path}: not a .keras model file or a SavedModel folder (with saved_model.pb)."
-        )
-    return path
 
 
 def _model_geometry(backbone, image_size):
@@ -337,7 +313,8 @@ def train_from_folder(
     log = log or _quiet
     weights = _parse_weights(weights)
     backbone_arg = backbone
-    backbone = resolve_backbone(backbone)
+    resolved = backbones.resolve_backbone(backbone, weights)
+    backbone = resolved.value
     shape = _model_geometry(backbone, image_size)
     name = name or os.path.basename(os.path.normpath(data_dir))
     run_dir = os.path.join(output, name, "train")
@@ -362,7 +339,7 @@ def train_from_folder(
         weights=weights,
         input_shape=shape,
     )
-    pretrained = not isinstance(backbone, str) or weights is not None or backbone.startswith("hub:")
+    pretrained = resolved.pretrained
     _prepare_run_dir(
         run_dir, _run_config(backbone_arg, weights, class_names, shape, pretrained, recipe, method), log
     )
@@ -387,7 +364,7 @@ def train_from_folder(
             else f"One stage: {stage2}"
         )
         log(
-            f"Recipe for a {training.backbone_kind(backbone)} backbone. {stages}; cosine decay, "
+            f"Recipe for a {resolved.recipe} backbone. {stages}; cosine decay, "
             f"label smoothing {recipe.label_smoothing:g}, at least {recipe.min_steps} steps "
             f"per stage. Checkpoints in {run_dir}."
         )

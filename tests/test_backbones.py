@@ -126,3 +126,32 @@ def test_every_backbone_builds_a_classifier(name):
     probabilities = model.predict(x, verbose=0)
     assert probabilities.shape == (1, 3)
     np.testing.assert_allclose(probabilities.sum(), 1.0, atol=1e-4)
+
+
+def test_one_function_says_what_a_backbone_argument_is(tmp_path):
+    from keras_transfer.backbones import resolve_backbone
+
+    assert resolve_backbone("ResNet50").value == "resnet50"
+    assert (resolve_backbone("resnet50").pretrained, resolve_backbone("resnet50", None).pretrained) == (
+        True,
+        False,
+    )
+    assert resolve_backbone("mnist_cnn", None).recipe == "small"
+    source = keras_transfer.build_classifier("mnist_mlp", 3, weights=None)
+    assert (resolve_backbone(source).kind, resolve_backbone(source).recipe) == ("classifier", "small")
+    body = source.get_layer("backbone")
+    assert resolve_backbone(body).kind == "model" and resolve_backbone(body).pretrained
+    path = str(tmp_path / "source.keras")
+    source.save(path)
+    loaded = resolve_backbone(path)
+    assert loaded.kind == "classifier" and [w.shape for w in loaded.value.weights] == [
+        w.shape for w in source.weights
+    ]
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(b"")
+    assert resolve_backbone(str(folder)) == resolve_backbone("hub:" + str(folder))
+    with pytest.raises(FileNotFoundError, match="No such model file"):
+        resolve_backbone(str(tmp_path / "missing.keras"))
+    with pytest.raises(ValueError, match="not a .keras model file or a SavedModel"):
+        resolve_backbone(str(tmp_path))

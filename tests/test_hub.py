@@ -52,7 +52,8 @@ class ImageFeatures(tf.Module):
                 keras.Input((None, None, 3)),
                 keras.layers.Conv2D(4, 3, name="conv"),
                 keras.layers.BatchNormalization(name="bn"),
-            ]
+            ],
+            name="sequential",  # explicit: an automatic name depends on the models made before
         )
 
     @tf.function

@@ -12,3 +12,6 @@ from keras_transfer.backbones.registry import mnist_mlp
 from keras_transfer.backbones.registry import register_backbone
 from keras_transfer.backbones.registry import scale_0_1
 from keras_transfer.backbones.registry import validate_input_shape
+from keras_transfer.backbones.resolve import ResolvedBackbone
+from keras_transfer.backbones.resolve import is_saved_model
+from keras_transfer.backbones.resolve import resolve_backbone

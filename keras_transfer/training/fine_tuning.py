@@ -3,11 +3,11 @@
 import dataclasses
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_transfer import freezing
+from keras_transfer.backbones import resolve_backbone
 from keras_transfer.training import method as method_lib
 from keras_transfer.training.fit import default_verbose
 from keras_transfer.training.fit import train
@@ -128,24 +128,7 @@ def backbone_kind(backbone):
     >>> training.backbone_kind(model)
     'small'
     """
-    from keras_transfer import backbones
-    from keras_transfer.backbones import hub
-    from keras_transfer.backbones.preprocessing import BackbonePreprocessing
-
-    if isinstance(backbone, hub.HubLayer) or (isinstance(backbone, str) and backbone.startswith("hub:")):
-        return "pretrained"
-    if isinstance(backbone, str):
-        return "pretrained" if backbones.get_backbone_spec(backbone).pretrained else "small"
-    if isinstance(backbone, keras.Model):
-        names = [layer.name for layer in backbone.layers]
-        if "backbone" in names and isinstance(backbone.get_layer("backbone"), hub.HubLayer):
-            return "pretrained"
-        if "preprocessing" in names:
-            layer = backbone.get_layer("preprocessing")
-            if isinstance(layer, BackbonePreprocessing):
-                return backbone_kind(layer.backbone)
-        return "small"  # a user's own source model
-    raise ValueError(f"Cannot tell the kind of backbone {backbone!r}.")
+    return resolve_backbone(backbone).recipe
 
 
 def recipe_for(backbone):
