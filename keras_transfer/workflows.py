@@ -10,8 +10,6 @@ TF Serving only loads the integer folders, so the rest never confuses it.
 import dataclasses
 import json
 import os
-import shutil
-import uuid
 
 import keras
 import numpy as np
@@ -26,6 +24,7 @@ from keras_transfer.backbones import hub
 from keras_transfer.data import image_folder
 from keras_transfer.data import images as images_lib
 from keras_transfer.export import tflite as tflite_lib
+from keras_transfer.utils import files
 
 TFLITE_KINDS = ("float32", "int8")
 
@@ -224,9 +223,8 @@ def _prepare_run_dir(run_dir, config, log):
 
 
 def _save_model_atomically(model, path):
-    staging = path + ".tmp.keras"
-    model.save(staging)
-    os.replace(staging, path)
+    with files.atomic_path(path) as staging:
+        model.save(staging)
     return path
 
 
@@ -620,10 +618,7 @@ def export_model(
         # Written to a staging folder and moved into place: a failed conversion leaves
         # no tflite/<version>/ behind (a mixed-precision model converts from a float32
         # copy, see tflite.float32_copy).
-        parent = os.path.join(base_dir, "tflite")
-        parent_existed = os.path.isdir(parent)
-        staging = os.path.join(parent, f".{version}.tmp-{uuid.uuid4().hex}")
-        try:
+        with files.atomic_path(directory, is_dir=True) as staging:
             export_lib.write_labels(staging, export_lib.read_labels(path))
             float_model = tflite_lib.float32_copy(model)
             for kind in kinds:
@@ -633,11 +628,6 @@ def export_model(
                     quantization="int8" if kind == "int8" else None,
                     representative_data=calibration_data,
                 )
-            _move_into_place(staging, directory)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            if not parent_existed and os.path.isdir(parent) and not os.listdir(parent):
-                os.rmdir(parent)
         for kind in kinds:
             file = os.path.join(directory, f"model_{kind}.tflite")
             written[kind] = file
@@ -652,15 +642,6 @@ def export_model(
         title = title if title.startswith("the ") else f"the {title}"
         log(f"accuracy on {title}: " + ", ".join(f"{kind} {value:.4f}" for kind, value in accuracy.items()))
     return ExportResult(saved_model=path, tflite=written, accuracy=accuracy)
-
-
-def _move_into_place(staging, directory):
-    """Renames `staging` to `directory`, or moves its files into an existing one."""
-    if not os.path.exists(directory):
-        os.replace(staging, directory)
-        return
-    for name in os.listdir(staging):
-        os.replace(os.path.join(staging, name), os.path.join(directory, name))
 
 
 @dataclasses.dataclass

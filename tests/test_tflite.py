@@ -115,7 +115,7 @@ def test_the_file_is_replaced_atomically(trained, files, tmp_path, monkeypatch):
     def broken(source, target):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tflite.os, "replace", broken)
+    monkeypatch.setattr(os, "replace", broken)  # the rename in utils.files.atomic_path
     with pytest.raises(OSError, match="disk full"):
         tflite.export_tflite(trained["model"], path, quantization="dynamic")
     assert os.listdir(tmp_path) == ["m.tflite"] and open(path, "rb").read() == before

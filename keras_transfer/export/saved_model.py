@@ -6,13 +6,12 @@ signature Keras's own `model.export` writes) or uint8 pixels (`serve_uint8`).
 """
 
 import os
-import shutil
-import uuid
 
 import keras
 import tensorflow as tf
 
 from keras_transfer.data import images as images_lib
+from keras_transfer.utils import files
 
 BYTES_INPUT_NAME = "image_bytes"
 SIGNATURES = ("serving_default", "serve", "serve_uint8")
@@ -68,7 +67,9 @@ def export_saved_model(
     `saved_model.pb`. The SavedModel needs neither the Keras model nor this package
     to run. The version is written into a temporary folder and renamed into place
     only when complete: a failed export leaves nothing behind, and an existing
-    version is never touched.
+    version is never touched. In a multi-worker `tf.distribute` run every worker
+    exports but only the chief's version is kept (see
+    `keras_transfer.utils.files.atomic_path`).
 
     Args:
         model: `keras.Model` mapping images `(None, H, W, C)` (C = 1 or 3) to class
@@ -144,7 +145,6 @@ def export_saved_model(
             f"Version {version} exists already at {final}; it is never overwritten. "
             "Pass another version, or none for the next one."
         )
-    os.makedirs(base_dir, exist_ok=True)
 
     height, width, channels = shape
 
@@ -176,11 +176,9 @@ def export_saved_model(
     def serve_uint8(images):
         return classify(tf.cast(images, tf.float32))
 
-    # Not tempfile.mkdtemp: its 0700 mode would make the version unreadable to a
-    # server running as another user; makedirs follows the umask.
-    staging = os.path.join(base_dir, f".tmp-{version}-{uuid.uuid4().hex}")
-    os.makedirs(staging)
-    try:
+    # atomic_path makes the staging folder with the umask's mode (not tempfile.mkdtemp's
+    # 0700, which would make the version unreadable to a server running as another user).
+    with files.atomic_path(final, is_dir=True) as staging:
         archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint(
@@ -200,10 +198,6 @@ def export_saved_model(
         )
         archive.write_out(staging, verbose=verbose)
         write_labels(staging, names)
-        os.rename(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return final
 
 

@@ -8,14 +8,14 @@ file with `ai_edge_litert` (the successor of `tf.lite.Interpreter`), taking floa
 pixels and returning float scores whatever the file's input and output types.
 """
 
-import os
 import tempfile
 import time
-import uuid
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from keras_transfer.utils import files
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 INPUT_NAME = "images"
@@ -65,7 +65,8 @@ def export_tflite(
 
     The file is written beside `path` under a temporary name and renamed into place,
     so a failed conversion leaves nothing and a reader never sees a partial file; an
-    existing file at `path` is replaced.
+    existing file at `path` is replaced. In a multi-worker `tf.distribute` run only the
+    chief's file is kept (see `keras_transfer.utils.files.atomic_path`).
 
     Args:
         model: `keras.Model` with one input, e.g. from `build_classifier`.
@@ -137,17 +138,9 @@ def export_tflite(
         flatbuffer = _convert(float32_copy(model), shape, quantization, calibration)
     except Exception as error:  # the converter's message is hundreds of lines of MLIR
         raise TFLiteConversionError(model, quantization, error) from None
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    staging = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
-    try:
+    with files.atomic_path(path) as staging:
         with open(staging, "xb") as handle:
             handle.write(flatbuffer)
-        os.replace(staging, path)
-    except BaseException:
-        if os.path.exists(staging):
-            os.remove(staging)
-        raise
     if verbose:
         print(
             f"Saved TFLite model ({quantization or 'float32'}, {len(flatbuffer) / 1e6:.2f} MB) "
