@@ -11,6 +11,7 @@ from keras_transfer.backbones import resolve_backbone
 from keras_transfer.training import method as method_lib
 from keras_transfer.training.fit import default_verbose
 from keras_transfer.training.fit import train
+from keras_transfer.utils import files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,7 +362,8 @@ class FineTune(method_lib.TransferMethod):
                 )
                 merged = {key: list(values) for key, values in first.history.items()}
                 if head_path:
-                    model.save_weights(head_path)
+                    with files.atomic_path(head_path) as staging:  # a crash never leaves half a file
+                        model.save_weights(staging)
         if recipe.epochs == 0:  # feature extraction: the head only, the backbone stays frozen
             return TwoStageHistory(history=merged, head_epochs=recipe.head_epochs, recipe=recipe)
         freezing.unfreeze(body, fraction=recipe.unfreeze_fraction, freeze_batchnorm=recipe.freeze_batchnorm)
