@@ -6,6 +6,7 @@ from keras_transfer import backbones
 from keras_transfer.backbones import hub
 from keras_transfer.backbones.preprocessing import BackbonePreprocessing
 from keras_transfer.backbones.resolve import resolve_backbone
+from keras_transfer.utils import checks
 
 POOLINGS = ("avg", "max", "flatten", None)
 
@@ -83,12 +84,9 @@ def build_classifier(
     >>> model.get_layer("predictions").units
     3
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer. Received: num_classes={num_classes!r}")
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}. Received: pooling={pooling!r}")
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
+    num_classes = checks.positive_int("num_classes", num_classes)
+    checks.one_of("pooling", pooling, POOLINGS)
+    dropout = checks.fraction("dropout", dropout, high_open=True)
 
     resolved = resolve_backbone(backbone, weights)
     backbone = resolved.value

@@ -8,6 +8,7 @@ import tempfile
 
 # Nothing heavy here: `--help` answers before TensorFlow is imported.
 import keras_transfer
+from keras_transfer.utils import choices
 
 VERBOSE_ENV = "KERAS_TRANSFER_VERBOSE"
 
@@ -80,7 +81,7 @@ def build_parser():
     demo.add_argument("--seeds", type=_seeds, default=(0, 1), help="seeds to average over (default: 0,1)")
     demo.add_argument(
         "--recipe",
-        choices=("default", "keras-guide"),
+        choices=choices.DEMO_RECIPES,
         default="default",
         help="training recipe: the tuned default (augmentation, label smoothing, "
         "cosine decay) or the plain Keras-guide one (Adam 1e-3, no "
@@ -111,9 +112,11 @@ def build_parser():
 
 def _kinds(text):
     kinds = tuple(k.strip() for k in text.split(",") if k.strip() and k.strip() != "none")
-    bad = [k for k in kinds if k not in ("float32", "int8")]
+    bad = [k for k in kinds if k not in choices.TFLITE_KINDS]
     if bad:
-        raise argparse.ArgumentTypeError(f"TFLite kinds are float32, int8 or none: {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"TFLite kinds are {', '.join(choices.TFLITE_KINDS)} or none: {text!r}"
+        )
     return kinds
 
 
@@ -174,7 +177,7 @@ def _add_train(commands):
     train.add_argument("--batch-size", type=int, default=32, help="(default: 32)")
     train.add_argument(
         "--recipe",
-        choices=("auto", "small", "pretrained"),
+        choices=("auto", *choices.RECIPE_NAMES),
         default="auto",
         help="training recipe: small (a source model trained here: every layer "
         "at 3e-3 in one stage), pretrained (an ImageNet backbone: the head at "
@@ -230,7 +233,7 @@ def _add_train(commands):
     train.add_argument(
         "--precision",
         default="float32",
-        choices=("float32", "mixed_bfloat16", "mixed_float16", "onednn_bfloat16"),
+        choices=choices.PRECISIONS,
         help="numeric precision: onednn_bfloat16 or mixed_bfloat16 on CPUs with AMX, "
         "mixed_float16/mixed_bfloat16 on GPUs (default: float32)",
     )

@@ -6,6 +6,8 @@ import re
 import keras
 import numpy as np
 
+from keras_transfer.utils import checks
+
 
 @dataclasses.dataclass(frozen=True)
 class ParameterCount:
@@ -95,9 +97,8 @@ def _select(model, layers, pattern, fraction, from_top):
             )
         chosen.extend(matched)
     if fraction is not None:
-        if not 0.0 <= float(fraction) <= 1.0:
-            raise ValueError(f"fraction must be in [0, 1]. Received: fraction={fraction!r}")
-        count = round(len(leaves) * float(fraction))
+        fraction = checks.fraction("fraction", fraction)
+        count = round(len(leaves) * fraction)
         if len(leaves) == 1 and float(fraction) > 0:
             count = 1  # an indivisible layer (e.g. a TF Hub module): any share selects it
         chosen.extend(leaves[len(leaves) - count :] if from_top else leaves[:count])

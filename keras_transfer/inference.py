@@ -42,6 +42,7 @@ from keras_transfer.performance import DEPTHWISE_LAYERS
 from keras_transfer.performance import FOLDABLE_LAYERS
 from keras_transfer.performance import TRANSPOSED_LAYERS
 from keras_transfer.performance import bf16_unsupported_reason
+from keras_transfer.utils import checks
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -411,9 +412,7 @@ def optimize_for_inference(model, batch_size=32, precision="float32", *, fold_ba
     True
     """
     precision = _check_precision(precision)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
-    batch_size = int(batch_size)
+    batch_size = checks.positive_int("batch_size", batch_size)
     if not isinstance(model, keras.Model):
         raise ValueError(f"model must be a Keras model. Received: model={model!r}")
     if precision == "bfloat16":

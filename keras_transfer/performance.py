@@ -12,7 +12,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "onednn_bfloat16")
+from keras_transfer.utils import choices
+
+PRECISIONS = choices.PRECISIONS
 
 # Layers whose output channels are the last axis of the kernel; a BatchNormalization
 # right after one of them folds into its kernel and bias.

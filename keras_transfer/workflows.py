@@ -24,9 +24,11 @@ from keras_transfer.backbones import hub
 from keras_transfer.data import image_folder
 from keras_transfer.data import images as images_lib
 from keras_transfer.export import tflite as tflite_lib
+from keras_transfer.utils import checks
+from keras_transfer.utils import choices
 from keras_transfer.utils import files
 
-TFLITE_KINDS = ("float32", "int8")
+TFLITE_KINDS = choices.TFLITE_KINDS
 
 
 @dataclasses.dataclass
@@ -695,8 +697,7 @@ def predict_files(model_path, files, *, top=3):
     files = expand_image_paths(list(files))
     if not files:
         raise ValueError("No image files to predict.")
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise ValueError(f"top must be a positive integer. Received: top={top!r}")
+    top = checks.positive_int("top", top)
     saved_model = os.path.isdir(model_path) and os.path.exists(os.path.join(model_path, "saved_model.pb"))
     if saved_model:
         served = tf.saved_model.load(model_path).signatures["serving_default"]

@@ -53,3 +53,40 @@ def test_no_module_imports_another_modules_private_names():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("keras_transfer"):
                 offenders += [f"{path.name}: {a.name}" for a in node.names if a.name.startswith("_")]
     assert not offenders, offenders
+
+
+def test_the_command_line_and_the_library_accept_the_same_names():
+    from keras_transfer import cli
+    from keras_transfer import demo
+    from keras_transfer import performance
+    from keras_transfer import training
+    from keras_transfer import workflows
+    from keras_transfer.utils import choices
+
+    assert tuple(training.RECIPES) == choices.RECIPE_NAMES
+    assert tuple(demo.SETTINGS) == choices.DEMO_RECIPES
+    assert performance.PRECISIONS == choices.PRECISIONS and workflows.TFLITE_KINDS == choices.TFLITE_KINDS
+    parser = cli.build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    by_flag = {action.option_strings[0]: action for action in train._actions if action.option_strings}
+    assert tuple(by_flag["--precision"].choices) == choices.PRECISIONS
+    assert tuple(by_flag["--recipe"].choices) == ("auto", *choices.RECIPE_NAMES)
+
+
+def test_shared_argument_checks_accept_numpy_integers_and_say_what_they_received():
+    import numpy as np
+
+    from keras_transfer.utils import checks
+
+    model = keras_transfer.build_classifier("mnist_mlp", np.int64(3), weights=None)
+    assert model.output.shape[-1] == 3
+    for bad in (0, True, 2.5, "3"):
+        with pytest.raises(
+            ValueError, match=f"num_classes must be a positive integer. Received: num_classes={bad!r}"
+        ):
+            keras_transfer.build_classifier("mnist_mlp", bad, weights=None)
+    with pytest.raises(ValueError, match=r"dropout must be a float in \[0, 1\)"):
+        keras_transfer.build_classifier("mnist_mlp", 3, weights=None, dropout=1.0)
+    with pytest.raises(ValueError, match=r"validation_split must be a float in \(0, 1\)"):
+        checks.fraction("validation_split", 1.0, low_open=True, high_open=True)
+    assert checks.non_negative_int("epochs", np.int32(0)) == 0

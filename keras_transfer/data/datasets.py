@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from keras_transfer.data import augmentation as augmentation_lib
 from keras_transfer.data.augmentation import default_augmentation  # noqa: F401 (its old place)
+from keras_transfer.utils import checks
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -177,8 +178,7 @@ def few_shot_indices(y, k, seed=0):
     Raises:
         ValueError: `k < 1`, or a class with fewer than `k` examples.
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer. Received: k={k!r}")
+    k = checks.positive_int("k", k)
     y = np.asarray(y)
     rng = np.random.default_rng(seed)
     chosen = []

@@ -47,6 +47,7 @@ from keras_transfer import data
 from keras_transfer.data import augmentation as augmentation_lib
 from keras_transfer.data import images
 from keras_transfer.data.augmentation import image_augmentation  # noqa: F401 (its old place)
+from keras_transfer.utils import checks
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -154,9 +155,7 @@ def _check_seed(seed):
 
 
 def _check_batch_size(batch_size):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
-    return int(batch_size)
+    return checks.positive_int("batch_size", batch_size)
 
 
 def _check_cache(cache):
@@ -464,14 +463,7 @@ def split_image_folder(folder, validation_split=0.2, *, seed=0):
     >>> len(train.paths), len(validation.paths), validation.class_counts
     (6, 4, {'a': 2, 'b': 2})
     """
-    if (
-        not isinstance(validation_split, (float, int, np.floating))
-        or isinstance(validation_split, bool)
-        or not 0.0 < validation_split < 1.0
-    ):
-        raise ValueError(
-            f"validation_split must be a float in (0, 1). Received: validation_split={validation_split!r}"
-        )
+    validation_split = checks.fraction("validation_split", validation_split, low_open=True, high_open=True)
     seed = _check_seed(seed)
     labels = np.asarray(folder.labels, np.int64)
     is_validation = np.zeros(len(labels), bool)
@@ -715,14 +707,7 @@ def image_folder_datasets(
     batch_size = _check_batch_size(batch_size)
     cache = _check_cache(cache)
     _check_augment(augment)
-    if (
-        not isinstance(validation_split, (float, int, np.floating))
-        or isinstance(validation_split, bool)
-        or not 0.0 <= validation_split < 1.0
-    ):
-        raise ValueError(
-            f"validation_split must be a float in [0, 1). Received: validation_split={validation_split!r}"
-        )
+    validation_split = checks.fraction("validation_split", validation_split, high_open=True)
     folder = scan_image_folder(directory, class_names=class_names, channels=channels, verbose=verbose)
     if validation_split > 0:
         train_files, validation_files = split_image_folder(folder, validation_split, seed=seed)

@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from keras_transfer.data import images as images_lib
+from keras_transfer.utils import checks
 from keras_transfer.utils import files
 
 BYTES_INPUT_NAME = "image_bytes"
@@ -121,13 +122,8 @@ def export_saved_model(
             "Class names must be non-blank single-line strings (labels.txt has one per "
             f"line). Received: class_names={class_names!r}"
         )
-    if top_k is not None and (
-        isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= num_classes
-    ):
-        raise ValueError(
-            f"top_k must be an integer in [1, {num_classes}] (the number of classes). "
-            f"Received: top_k={top_k!r}"
-        )
+    if top_k is not None:
+        top_k = checks.positive_int("top_k", top_k, maximum=num_classes)  # at most the classes
     shape = tuple(model.input.shape[1:])
     if len(shape) != 3 or None in shape or shape[-1] not in (1, 3):
         raise ValueError(
@@ -137,8 +133,7 @@ def export_saved_model(
         )
     if version is None:
         version = next_version(base_dir)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"version must be a positive integer. Received: version={version!r}")
+    version = checks.positive_int("version", version)
     final = os.path.join(base_dir, str(version))
     if os.path.exists(final):
         raise FileExistsError(

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_transfer.utils import checks
 from keras_transfer.utils import files
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
@@ -109,15 +110,7 @@ def export_tflite(
         raise ValueError(
             f"quantization must be one of {QUANTIZATIONS}. Received: quantization={quantization!r}"
         )
-    if (
-        isinstance(num_calibration_samples, bool)
-        or not isinstance(num_calibration_samples, int)
-        or num_calibration_samples < 1
-    ):
-        raise ValueError(
-            "num_calibration_samples must be a positive integer. "
-            f"Received: num_calibration_samples={num_calibration_samples!r}"
-        )
+    num_calibration_samples = checks.positive_int("num_calibration_samples", num_calibration_samples)
     if len(model.inputs) != 1:
         raise ValueError(
             f"TFLite export takes models with one input. Received: a model with {len(model.inputs)} inputs"
@@ -374,8 +367,7 @@ class TFLiteClassifier:
             raise ValueError(
                 f"{self.path} takes inputs of shape {self.input_shape}. Received: x.shape={x.shape}"
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+        batch_size = checks.positive_int("batch_size", batch_size)
         dynamic = self.input_shape[0] is None
         step = batch_size if dynamic else self._batch
         outputs = []

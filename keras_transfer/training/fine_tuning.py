@@ -3,7 +3,6 @@
 import dataclasses
 import os
 
-import numpy as np
 import tensorflow as tf
 
 from keras_transfer import freezing
@@ -11,6 +10,7 @@ from keras_transfer.backbones import resolve_backbone
 from keras_transfer.training import method as method_lib
 from keras_transfer.training.fit import default_verbose
 from keras_transfer.training.fit import train
+from keras_transfer.utils import checks
 from keras_transfer.utils import files
 
 
@@ -298,10 +298,12 @@ class FineTune(method_lib.TransferMethod):
     def resolve(self, model):
         """The `Recipe` this method trains `model` with."""
         recipe = resolve_recipe(self.recipe, model, **self.overrides)
-        for field in ("head_epochs", "epochs"):
-            value = getattr(recipe, field)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"{field} must be an integer >= 0. Received: {field}={value!r}")
+        for field in ("head_epochs", "epochs", "min_steps"):
+            checks.non_negative_int(field, getattr(recipe, field))
+        checks.positive_int("batch_size", recipe.batch_size)
+        checks.fraction("unfreeze_fraction", recipe.unfreeze_fraction)
+        checks.fraction("label_smoothing", recipe.label_smoothing, high_open=True)
+        checks.optional_non_negative_int("patience", recipe.patience)
         if recipe.head_epochs + recipe.epochs == 0:
             raise ValueError("Nothing to train: head_epochs and epochs are both 0.")
         return recipe

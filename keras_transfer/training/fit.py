@@ -17,6 +17,7 @@ from keras_transfer.training.batchnorm import ChanceLevelWarning
 from keras_transfer.training.batchnorm import RecalibrateBatchNorm
 from keras_transfer.training.batchnorm import batchnorm_layers
 from keras_transfer.training.batchnorm import batchnorm_run_is_short
+from keras_transfer.utils import checks
 
 
 def default_verbose():
@@ -404,10 +405,7 @@ def run_length(steps_per_pass, epochs, min_steps):
     >>> run_length(1, 20, 400), run_length(54, 20, 400), run_length(3, 5, None)
     (20, 54, 3)
     """
-    if isinstance(min_steps, bool) or (
-        min_steps is not None and (int(min_steps) != min_steps or min_steps < 0)
-    ):
-        raise ValueError(f"min_steps must be an integer >= 0. Received: min_steps={min_steps!r}")
+    min_steps = checks.optional_non_negative_int("min_steps", min_steps)
     if not min_steps or steps_per_pass is None or epochs < 1:
         return steps_per_pass
     return max(steps_per_pass, -(-int(min_steps) // epochs))

@@ -1,0 +1,66 @@
+"""Argument checks shared by every public function: one wording, one set of rules.
+
+Integers accept Python and NumPy integers (never `bool`); each failed check raises
+`ValueError` naming the argument and what was received, e.g.
+`num_classes must be a positive integer. Received: num_classes=0`.
+
+Example:
+
+>>> import numpy as np
+>>> from keras_transfer.utils import checks
+>>> checks.positive_int("batch_size", np.int64(32))
+32
+>>> checks.fraction("validation_split", 0.2, low_open=True, high_open=True)
+0.2
+>>> checks.one_of("pooling", "avg", ("avg", "max", None))
+'avg'
+"""
+
+import numbers
+
+import numpy as np
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def positive_int(name, value, *, maximum=None):
+    """`value` as an `int` >= 1 (and <= `maximum` when given)."""
+    if not _is_int(value) or value < 1 or (maximum is not None and value > maximum):
+        bound = f" in [1, {maximum}]" if maximum is not None else ""
+        kind = f"an integer{bound}" if bound else "a positive integer"
+        raise ValueError(f"{name} must be {kind}. Received: {name}={value!r}")
+    return int(value)
+
+
+def non_negative_int(name, value):
+    """`value` as an `int` >= 0."""
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0. Received: {name}={value!r}")
+    return int(value)
+
+
+def optional_non_negative_int(name, value):
+    """`None`, or `value` as an `int` >= 0."""
+    return None if value is None else non_negative_int(name, value)
+
+
+def fraction(name, value, *, low_open=False, high_open=False):
+    """`value` as a `float` in [0, 1], with the ends excluded where asked."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if ok:
+        value = float(value)
+        ok = (value > 0.0 if low_open else value >= 0.0) and (value < 1.0 if high_open else value <= 1.0)
+    if not ok:
+        interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
+        raise ValueError(f"{name} must be a float in {interval}. Received: {name}={value!r}")
+    return value
+
+
+def one_of(name, value, choices):
+    """`value` if it is one of `choices` (compared with `==`, so `True` and `1` differ
+    only where `choices` says so)."""
+    if not any(value is choice or (type(value) is type(choice) and value == choice) for choice in choices):
+        raise ValueError(f"{name} must be one of {tuple(choices)}. Received: {name}={value!r}")
+    return value
