@@ -306,3 +306,23 @@ def test_a_step_budget_on_fewer_images_than_a_batch_trains_on_full_batches(mnist
         verbose=0,
     )
     assert len(history.history["loss"]) == 2 and len(seen) == 10  # 5 steps per epoch
+
+
+def test_nothing_is_printed_at_verbose_0(mnist, tmp_path, capsys):
+    x, y = data.few_shot(*data.subset_classes(mnist.x, mnist.y, range(3)), k=6, seed=0)
+    model = keras_transfer.build_classifier("mnist_cnn", 3, weights=None, freeze_backbone=True)
+    keras_transfer.train(model, (x, y), epochs=2, min_steps=4, verbose=0)  # feature cache + step budget
+    for _ in range(2):  # the second run finds stage 1 done and resumes
+        keras_transfer.fine_tune(
+            model,
+            (x, y),
+            recipe="pretrained",
+            head_epochs=1,
+            epochs=1,
+            min_steps=2,
+            workdir=str(tmp_path),
+            verbose=0,
+        )
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match="verbose must be"):
+        keras_transfer.train(model, (x, y), epochs=1, verbose="loud")

@@ -19,7 +19,6 @@ from keras_transfer.training.fine_tuning import recipe_for
 from keras_transfer.training.fine_tuning import resolve_recipe
 from keras_transfer.training.fit import as_dataset
 from keras_transfer.training.fit import compile_classifier
-from keras_transfer.training.fit import default_verbose
 from keras_transfer.training.fit import run_length
 from keras_transfer.training.fit import train
 from keras_transfer.training.fit import training_callbacks
@@ -31,3 +30,4 @@ from keras_transfer.training.method import get_method
 from keras_transfer.training.method import list_methods
 from keras_transfer.training.method import method_config
 from keras_transfer.training.method import register_method
+from keras_transfer.utils.output import default_verbose

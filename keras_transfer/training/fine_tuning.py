@@ -8,10 +8,10 @@ import tensorflow as tf
 from keras_transfer import freezing
 from keras_transfer.backbones import resolve_backbone
 from keras_transfer.training import method as method_lib
-from keras_transfer.training.fit import default_verbose
 from keras_transfer.training.fit import train
 from keras_transfer.utils import checks
 from keras_transfer.utils import files
+from keras_transfer.utils import output
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,7 +328,7 @@ class FineTune(method_lib.TransferMethod):
                 f"Received: backbone={self.backbone!r}"
             ) from None
         recipe = self.resolve(model)
-        verbose = default_verbose() if verbose == "auto" else verbose
+        verbose = output.resolve_verbose(verbose)
         arrays = not isinstance(train_data, tf.data.Dataset)
         stage_kwargs = {
             "batch_size": recipe.batch_size,

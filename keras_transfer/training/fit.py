@@ -1,7 +1,6 @@
 """Fitting a classifier on the fastest exact path: compile defaults, callbacks, `train`."""
 
 import os
-import sys
 import warnings
 
 import keras
@@ -18,11 +17,8 @@ from keras_transfer.training.batchnorm import RecalibrateBatchNorm
 from keras_transfer.training.batchnorm import batchnorm_layers
 from keras_transfer.training.batchnorm import batchnorm_run_is_short
 from keras_transfer.utils import checks
-
-
-def default_verbose():
-    """Keras progress bars on a terminal, one line per epoch otherwise (logs, CI)."""
-    return 1 if sys.stdout.isatty() else 2
+from keras_transfer.utils import output
+from keras_transfer.utils.output import default_verbose  # noqa: F401 (training.default_verbose)
 
 
 def compile_classifier(
@@ -279,7 +275,7 @@ def train(
     2
     """
     jit = performance.resolve_jit_compile(jit_compile)
-    verbose = default_verbose() if verbose == "auto" else verbose
+    verbose = output.resolve_verbose(verbose)
     method = method_lib.get_method(method) if method is not None else None
     if method is not None:
         method.prepare(model)
