@@ -42,6 +42,7 @@ from keras_transfer.performance import DEPTHWISE_LAYERS
 from keras_transfer.performance import FOLDABLE_LAYERS
 from keras_transfer.performance import TRANSPOSED_LAYERS
 from keras_transfer.performance import bf16_unsupported_reason
+from keras_transfer.utils import keras_internals
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -61,9 +62,7 @@ class _FoldedBatchNorm(keras.layers.Layer):
 
 def _is_functional(model):
     # Functional models (and Sequential ones) know their graph of layers.
-    return isinstance(model, keras.Sequential) or (
-        isinstance(model, keras.Model) and hasattr(model, "_run_through_graph")
-    )
+    return isinstance(model, keras.Sequential) or keras_internals.is_functional(model)
 
 
 def _channel_axis(layer):
@@ -76,9 +75,10 @@ def _foldable_pairs(model):
     pairs = {}
     output_ids = {id(t) for t in keras.tree.flatten(model.outputs)}
     for layer in model.layers:
-        if type(layer) is not keras.layers.BatchNormalization or len(layer._inbound_nodes) != 1:
+        nodes = keras_internals.inbound_nodes(layer)
+        if type(layer) is not keras.layers.BatchNormalization or len(nodes) != 1:
             continue
-        node = layer._inbound_nodes[0]
+        node = nodes[0]
         parents = node.parent_nodes
         if len(parents) != 1:
             continue
@@ -87,15 +87,17 @@ def _foldable_pairs(model):
             producer, TRANSPOSED_LAYERS
         ):
             continue
-        if len(producer._inbound_nodes) != 1 or len(producer._outbound_nodes) != 1:
+        producer_nodes = keras_internals.inbound_nodes(producer)
+        if len(producer_nodes) != 1 or len(keras_internals.outbound_nodes(producer)) != 1:
             continue  # shared, or its output also goes elsewhere
-        if any(id(t) in output_ids for t in keras.tree.flatten(producer._inbound_nodes[0].output_tensors)):
+        producer_outputs = keras.tree.flatten(producer_nodes[0].output_tensors)
+        if any(id(t) in output_ids for t in producer_outputs):
             continue  # its output is also a model output
         if getattr(producer, "activation", None) not in (None, keras.activations.linear):
             continue  # the BN comes after a nonlinearity
         if getattr(producer, "lora_enabled", False) or getattr(producer, "quantization_mode", None):
             continue
-        out_rank = len(keras.tree.flatten(producer._inbound_nodes[0].output_tensors)[0].shape)
+        out_rank = len(producer_outputs[0].shape)
         axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
         axes = [a % out_rank for a in axes]
         if axes != [_channel_axis(producer) % out_rank]:

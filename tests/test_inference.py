@@ -4,12 +4,13 @@ import pytest
 
 from keras_transfer import inference
 from keras_transfer import performance
+from keras_transfer.utils import keras_internals
 
 
 def _randomize_batch_norms(model, seed=0):
     """Non-trivial BatchNorm statistics (a fresh BN is nearly the identity)."""
     rng = np.random.default_rng(seed)
-    for layer in model._flatten_layers():
+    for layer in keras_internals.flatten_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             c = layer.gamma.shape[0]
             layer.set_weights(
@@ -58,12 +59,20 @@ def test_fold_batch_norm_same_function(images, nested):
     model = small_cnn(nested=nested)
     folded = inference.fold_batch_norm(model)
     assert folded._folded_batch_norms == 4
-    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded._flatten_layers())
+    assert not any(
+        isinstance(layer, keras.layers.BatchNormalization) for layer in keras_internals.flatten_layers(folded)
+    )
     np.testing.assert_allclose(
         folded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-4, atol=1e-6
     )
     # The original is untouched.
-    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model._flatten_layers()) == 4
+    assert (
+        sum(
+            isinstance(layer, keras.layers.BatchNormalization)
+            for layer in keras_internals.flatten_layers(model)
+        )
+        == 4
+    )
 
 
 def test_bn_after_activation_or_shared_conv_is_kept(images):
