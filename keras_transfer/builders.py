@@ -7,6 +7,7 @@ from keras_transfer.backbones import hub
 from keras_transfer.backbones.preprocessing import BackbonePreprocessing
 from keras_transfer.backbones.resolve import resolve_backbone
 from keras_transfer.utils import checks
+from keras_transfer.utils import keras_internals
 
 POOLINGS = ("avg", "max", "flatten", None)
 
@@ -196,13 +197,13 @@ def _feature_model(model, feature_layer):
         )
     if feature_layer is None:
         features = model.layers[-1].input
-        while isinstance(features._keras_history.operation, keras.layers.Dropout):
-            features = features._keras_history.operation.input
+        while isinstance(keras_internals.keras_history(features).operation, keras.layers.Dropout):
+            features = keras_internals.keras_history(features).operation.input
     else:
         layer = (
             model.layers[feature_layer] if isinstance(feature_layer, int) else model.get_layer(feature_layer)
         )
-        features = keras.layers.Layer.output.fget(layer)
+        features = keras_internals.node_output(layer)
     if isinstance(features, (list, tuple)):
         raise ValueError(
             "The features of the source model must be a single tensor. "

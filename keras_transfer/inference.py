@@ -26,7 +26,8 @@ The pieces:
 - `optimize_for_inference(model, batch_size, precision)` -> `InferenceModel` with
   `.predict(x)` (any number of samples) and `__call__(batch)` (exactly one batch).
 - `fold_batch_norm(model)`: a copy of a functional or Sequential model with
-  BatchNormalization folded into the layer before it.
+  BatchNormalization folded into the layer before it; it saves to `.keras` (so does
+  `InferenceModel.keras_model`, the folded model an `InferenceModel` was traced from).
 - `performance.bf16_supported()`, `performance.has_amx()`: what the CPU can do.
 - `performance.model_flops(model)`: floating-point operations of one forward pass (2 per
   multiply-add of the convolution and Dense layers).
@@ -43,6 +44,7 @@ from keras_transfer.performance import FOLDABLE_LAYERS
 from keras_transfer.performance import TRANSPOSED_LAYERS
 from keras_transfer.performance import bf16_unsupported_reason
 from keras_transfer.utils import checks
+from keras_transfer.utils import keras_internals
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -50,8 +52,13 @@ PRECISIONS = ("float32", "bfloat16")
 # BatchNorm folding.
 
 
+@keras.saving.register_keras_serializable(package="keras_transfer", name="FoldedBatchNorm")
 class _FoldedBatchNorm(keras.layers.Layer):
-    """What a folded BatchNormalization becomes: the identity."""
+    """What a folded BatchNormalization becomes: the identity.
+
+    Registered for Keras serialisation (as `keras_transfer>FoldedBatchNorm`), so a
+    folded model saves to `.keras` and loads back with `keras.saving.load_model`.
+    """
 
     def call(self, inputs, training=None, mask=None):
         return inputs
@@ -59,12 +66,15 @@ class _FoldedBatchNorm(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def get_config(self):
+        # Only the base config (name, trainable, dtype policy): Keras cannot generate
+        # one itself from the `dtype=DTypePolicy` the layer was created with.
+        return super().get_config()
+
 
 def _is_functional(model):
     # Functional models (and Sequential ones) know their graph of layers.
-    return isinstance(model, keras.Sequential) or (
-        isinstance(model, keras.Model) and hasattr(model, "_run_through_graph")
-    )
+    return isinstance(model, keras.Sequential) or keras_internals.is_functional(model)
 
 
 def _channel_axis(layer):
@@ -77,9 +87,10 @@ def _foldable_pairs(model):
     pairs = {}
     output_ids = {id(t) for t in keras.tree.flatten(model.outputs)}
     for layer in model.layers:
-        if type(layer) is not keras.layers.BatchNormalization or len(layer._inbound_nodes) != 1:
+        nodes = keras_internals.inbound_nodes(layer)
+        if type(layer) is not keras.layers.BatchNormalization or len(nodes) != 1:
             continue
-        node = layer._inbound_nodes[0]
+        node = nodes[0]
         parents = node.parent_nodes
         if len(parents) != 1:
             continue
@@ -88,15 +99,17 @@ def _foldable_pairs(model):
             producer, TRANSPOSED_LAYERS
         ):
             continue
-        if len(producer._inbound_nodes) != 1 or len(producer._outbound_nodes) != 1:
+        producer_nodes = keras_internals.inbound_nodes(producer)
+        if len(producer_nodes) != 1 or len(keras_internals.outbound_nodes(producer)) != 1:
             continue  # shared, or its output also goes elsewhere
-        if any(id(t) in output_ids for t in keras.tree.flatten(producer._inbound_nodes[0].output_tensors)):
+        producer_outputs = keras.tree.flatten(producer_nodes[0].output_tensors)
+        if any(id(t) in output_ids for t in producer_outputs):
             continue  # its output is also a model output
         if getattr(producer, "activation", None) not in (None, keras.activations.linear):
             continue  # the BN comes after a nonlinearity
         if getattr(producer, "lora_enabled", False) or getattr(producer, "quantization_mode", None):
             continue
-        out_rank = len(keras.tree.flatten(producer._inbound_nodes[0].output_tensors)[0].shape)
+        out_rank = len(producer_outputs[0].shape)
         axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
         axes = [a % out_rank for a in axes]
         if axes != [_channel_axis(producer) % out_rank]:
@@ -183,7 +196,11 @@ def fold_batch_norm(model):
 
     Returns:
         A new Keras model; the input model is left unchanged. Its attribute
-        `_folded_batch_norms` holds the number of BatchNorms folded.
+        `_folded_batch_norms` holds the number of BatchNorms folded (not saved). It
+        saves to `.keras` and loads back with `keras.saving.load_model`: the folded
+        BatchNorms are the registered layer `keras_transfer>FoldedBatchNorm`, so in
+        a new process import `keras_transfer.inference` before loading (the package
+        imports its modules on first use).
 
     Raises:
         ValueError: `model` is a subclassed model (its graph of layers is unknown).
@@ -268,12 +285,29 @@ def _bf16_rewrite(frozen):
 class InferenceModel:
     """A Keras model compiled for fast CPU inference by `optimize_for_inference`.
 
+    Not a `keras.Model`: it holds a frozen TensorFlow graph, which has no `.save`.
+    To save it, save the Keras model it was traced from, `keras_model` (the copy with
+    BatchNormalization folded in, which round-trips through a `.keras` file), and
+    optimize the loaded model again:
+
+    ```python
+    fast.keras_model.save("model.keras")
+    fast = optimize_for_inference(keras.saving.load_model("model.keras"), batch_size=32)
+    ```
+
+    The new one predicts the same; its `folded_batch_norms` is `0`, as the loaded
+    model has no BatchNormalization left to fold.
+
     Attributes:
         batch_size: int. The batch size the graph was traced for.
         precision: str. `"float32"` or `"bfloat16"`.
         input_shape: tuple. Shape of one batch, `(batch_size, ...)`.
         folded_batch_norms: int. BatchNormalization layers folded away.
         bf16_ops: int. Convolutions / matmuls running in bfloat16 (0 for float32).
+        keras_model: `keras.Model`. The model the graph was traced from: the folded
+            copy, or the model passed to `optimize_for_inference` itself when it was
+            not folded (`fold_batchnorm=False`, or a model that cannot be cloned).
+            Later changes to its weights do not reach the graph.
     """
 
     def __init__(
@@ -287,6 +321,7 @@ class InferenceModel:
         single_output,
         folded_batch_norms,
         bf16_ops,
+        keras_model=None,
     ):
         self._function = function
         self.batch_size = batch_size
@@ -296,6 +331,7 @@ class InferenceModel:
         self._single_output = single_output
         self.folded_batch_norms = folded_batch_norms
         self.bf16_ops = bf16_ops
+        self.keras_model = keras_model
 
     def __repr__(self):
         return (
@@ -384,7 +420,8 @@ def optimize_for_inference(model, batch_size=32, precision="float32", *, fold_ba
         fold_batchnorm: bool. Fold BatchNormalization first. Defaults to `True`.
 
     Returns:
-        `InferenceModel` with `.predict(x)` and `__call__(batch)`.
+        `InferenceModel` with `.predict(x)` and `__call__(batch)`. It is not a Keras
+        model: save its `keras_model` (see `InferenceModel`).
 
     Raises:
         ValueError: unknown `precision`, bad `batch_size`, a subclassed model, a model
@@ -475,4 +512,5 @@ def optimize_for_inference(model, batch_size=32, precision="float32", *, fold_ba
         single_output=single_output,
         folded_batch_norms=folded,
         bf16_ops=bf16_ops,
+        keras_model=target,
     )

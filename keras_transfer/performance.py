@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_transfer.utils import choices
+from keras_transfer.utils import keras_internals
 
 PRECISIONS = choices.PRECISIONS
 
@@ -119,10 +120,10 @@ def bf16_unsupported_reason():
 
 def _layer_flops(layer):
     """2 x multiply-adds of one call of a conv / Dense layer (0 for other layers)."""
-    if not getattr(layer, "built", False) or not layer._inbound_nodes:
+    if not getattr(layer, "built", False) or not keras_internals.inbound_nodes(layer):
         return 0
     flops = 0
-    for node in layer._inbound_nodes:
+    for node in keras_internals.inbound_nodes(layer):
         outputs = keras.tree.flatten(node.output_tensors)
         if not outputs:
             continue
@@ -180,7 +181,7 @@ def model_flops(model):
     total = 0
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            total += model_flops(layer) * max(1, len(layer._inbound_nodes))
+            total += model_flops(layer) * max(1, len(keras_internals.inbound_nodes(layer)))
         else:
             total += _layer_flops(layer)
     return total

@@ -1,15 +1,18 @@
 import keras
 import numpy as np
 import pytest
+from testing import assert_keras_round_trip
 
+import keras_transfer
 from keras_transfer import inference
 from keras_transfer import performance
+from keras_transfer.utils import keras_internals
 
 
 def _randomize_batch_norms(model, seed=0):
     """Non-trivial BatchNorm statistics (a fresh BN is nearly the identity)."""
     rng = np.random.default_rng(seed)
-    for layer in model._flatten_layers():
+    for layer in keras_internals.flatten_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             c = layer.gamma.shape[0]
             layer.set_weights(
@@ -58,12 +61,20 @@ def test_fold_batch_norm_same_function(images, nested):
     model = small_cnn(nested=nested)
     folded = inference.fold_batch_norm(model)
     assert folded._folded_batch_norms == 4
-    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded._flatten_layers())
+    assert not any(
+        isinstance(layer, keras.layers.BatchNormalization) for layer in keras_internals.flatten_layers(folded)
+    )
     np.testing.assert_allclose(
         folded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-4, atol=1e-6
     )
     # The original is untouched.
-    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model._flatten_layers()) == 4
+    assert (
+        sum(
+            isinstance(layer, keras.layers.BatchNormalization)
+            for layer in keras_internals.flatten_layers(model)
+        )
+        == 4
+    )
 
 
 def test_bn_after_activation_or_shared_conv_is_kept(images):
@@ -93,6 +104,48 @@ def test_float32_equals_predict(images):
         fast(images[:3])
     with pytest.raises(ValueError, match="samples of shape"):
         fast.predict(images[:, :10])
+
+
+def _folded_batch_norm_layers(model):
+    layers = keras_internals.flatten_layers(model)
+    return [layer for layer in layers if type(layer).__name__ == "_FoldedBatchNorm"]
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_folded_model_round_trips_through_a_keras_file(images, nested, tmp_path):
+    folded = inference.fold_batch_norm(small_cnn(nested=nested))
+    loaded = assert_keras_round_trip(folded, images, str(tmp_path), atol=1e-5)
+    assert len(_folded_batch_norm_layers(loaded)) == 4
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in loaded.layers)
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in folded.layers]
+
+
+def test_folded_classifier_round_trips_through_a_keras_file(tmp_path):
+    keras.utils.set_random_seed(2)
+    model = keras_transfer.build_classifier("mobilenet_v3_small", 3, weights=None, input_shape=(32, 32, 3))
+    _randomize_batch_norms(model)
+    folded = inference.fold_batch_norm(model)
+    assert folded._folded_batch_norms > 0
+    x = np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    loaded = assert_keras_round_trip(folded, x, str(tmp_path), atol=1e-5)
+    assert len(_folded_batch_norm_layers(loaded)) == folded._folded_batch_norms
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-4)
+
+
+def test_inference_model_saves_through_its_keras_model(images, tmp_path):
+    model = small_cnn(nested=True)
+    fast = inference.optimize_for_inference(model, batch_size=8)
+    assert isinstance(fast.keras_model, keras.Model) and fast.keras_model is not model
+    assert len(_folded_batch_norm_layers(fast.keras_model)) == 4
+    path = str(tmp_path / "fast.keras")
+    fast.keras_model.save(path)
+    loaded = keras.saving.load_model(path)
+    again = inference.optimize_for_inference(loaded, batch_size=8)
+    np.testing.assert_allclose(again.predict(images), fast.predict(images), atol=1e-5)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), fast.predict(images), atol=1e-5)
+    assert again.folded_batch_norms == 0  # nothing left to fold
+    # Not folded: the graph was traced from the model itself.
+    assert inference.optimize_for_inference(model, batch_size=8, fold_batchnorm=False).keras_model is model
 
 
 @pytest.mark.skipif(not performance.bf16_supported(), reason="no native bfloat16 on this CPU")

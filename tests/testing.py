@@ -7,6 +7,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_transfer.utils import keras_internals
+
 
 def assert_config_round_trip(layer):
     """`from_config(get_config())` rebuilds a layer with the same config."""
@@ -59,7 +61,7 @@ def assert_saved_model_round_trip(path, model, x, input_name="images", atol=1e-5
 def _is_moving_statistic(model, weight):
     """BatchNorm moving statistics of a trainable BatchNorm layer: not trained, but
     updated by every training step."""
-    for layer in model._flatten_layers(include_self=False):
+    for layer in keras_internals.flatten_layers(model, include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
             if any(weight is w for w in (layer.moving_mean, layer.moving_variance)):
                 return True

@@ -7,6 +7,8 @@ import re
 import keras
 import tensorflow as tf
 
+from keras_transfer.utils import keras_internals
+
 # The size TF Hub's image modules are usually trained at (the "common signature" for
 # image feature vectors takes any size, but works best at its own).
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
@@ -224,7 +226,7 @@ class HubLayer(keras.layers.Layer):
                     # Keras (and its optimizers' slot names) reject ":" and "/".
                     name=re.sub(r":\d+$", "", variable.name).replace("/", "_"),
                 )
-                self._track_variable(wrapped)
+                keras_internals.track_variable(self, wrapped)
                 self._hub_variables.append((wrapped, declared))
         self._regularization_losses = list(getattr(self._module, "regularization_losses", ()))
         for loss in self._regularization_losses:

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from keras_transfer.utils import checks
 from keras_transfer.utils import files
+from keras_transfer.utils import keras_internals
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 INPUT_NAME = "images"
@@ -200,7 +201,8 @@ def float32_copy(model):
     >>> tflite.float32_copy(copy) is copy
     True
     """
-    if not any(_is_mixed(layer.dtype_policy) for layer in model._flatten_layers(include_self=True)):
+    layers = keras_internals.flatten_layers(model, include_self=True)
+    if not any(_is_mixed(layer.dtype_policy) for layer in layers):
         return model
     config = _float32_policies(keras.saving.serialize_keras_object(model))
     previous = keras.mixed_precision.global_policy()

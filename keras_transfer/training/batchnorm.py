@@ -6,6 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_transfer.utils import keras_internals
+
 # BatchNorm trained from scratch in a short run: its moving statistics (momentum 0.99 to
 # 0.999) still hold mostly their initial values (mean 0, variance 1), so the model in
 # inference mode (validation, export) is at chance while training accuracy rises.
@@ -30,7 +32,7 @@ def batchnorm_layers(model, *, trainable=None):
         trainable: `None` (all), `True` (only trainable ones) or `False` (only frozen).
     """
     found = []
-    for layer in model._flatten_layers(include_self=True, recursive=True):
+    for layer in keras_internals.flatten_layers(model, include_self=True, recursive=True):
         if isinstance(layer, keras.layers.BatchNormalization) and (
             trainable is None or bool(layer.trainable) == trainable
         ):
@@ -68,7 +70,7 @@ def _recalibration_step(model, layers):
     @tf.function(reduce_retracing=True)
     def step(batch, momentum):
         for layer in layers:
-            object.__setattr__(layer, "momentum", momentum)
+            keras_internals.set_untracked_attribute(layer, "momentum", momentum)
         model(batch, training=False)
 
     return step
@@ -114,7 +116,7 @@ def recalibrate_batchnorm(model, data, *, max_images=2048, batch_size=32, log=No
     layers = batchnorm_layers(model, trainable=True)
     if not layers:
         return BatchNormRecalibration(0, 0)
-    saved = [(layer, layer.momentum, layer.__dict__.get("call")) for layer in layers]
+    saved = [(layer, layer.momentum, keras_internals.instance_call(layer)) for layer in layers]
 
     def in_training_mode(call):
         def forced(inputs, training=None, mask=None):
@@ -126,7 +128,7 @@ def recalibrate_batchnorm(model, data, *, max_images=2048, batch_size=32, log=No
     step = _step or _recalibration_step(model, layers)
     try:
         for layer in layers:
-            object.__setattr__(layer, "call", in_training_mode(layer.call))
+            keras_internals.set_call(layer, in_training_mode(layer.call))
         for batch in _image_batches(data, batch_size, max_images):
             count = int(batch.shape[0])
             if count == 0:
@@ -135,11 +137,8 @@ def recalibrate_batchnorm(model, data, *, max_images=2048, batch_size=32, log=No
             seen += count
     finally:
         for layer, momentum, call in saved:
-            object.__setattr__(layer, "momentum", momentum)
-            if call is None:
-                object.__delattr__(layer, "call")
-            else:
-                object.__setattr__(layer, "call", call)
+            keras_internals.set_untracked_attribute(layer, "momentum", momentum)
+            keras_internals.set_call(layer, call)
     if seen == 0:
         raise ValueError("recalibrate_batchnorm needs images: the data is empty.")
     result = BatchNormRecalibration(len(layers), seen)

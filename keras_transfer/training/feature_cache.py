@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from keras_transfer import data as data_lib
 from keras_transfer.training import method as method_lib
+from keras_transfer.utils import keras_internals
 
 # Layers whose output in training differs from inference and is random: with one of
 # them in the frozen part, cached features would not be what plain training sees.
@@ -89,7 +90,7 @@ def split_frozen_features(model):
     layers = [layer for layer in layers if not isinstance(layer, keras.layers.InputLayer)]
     previous = model.inputs[0]
     for layer in layers:
-        nodes = [n for n in layer._inbound_nodes if n.operation is layer]
+        nodes = [n for n in keras_internals.inbound_nodes(layer) if n.operation is layer]
         if len(nodes) != 1 or len(nodes[0].input_tensors) != 1 or nodes[0].input_tensors[0] is not previous:
             raise ValueError(
                 f"the model's layers do not form a chain (at layer {layer.name!r}), so "
@@ -125,12 +126,12 @@ def split_frozen_features(model):
 
 
 def _output(layer):
-    return keras.layers.Layer.output.fget(layer)
+    return keras_internals.node_output(layer)
 
 
 def _stochastic(layer):
     """The first layer inside `layer` (itself included) that is random in training."""
-    for sub in [layer] + list(layer._flatten_layers(include_self=False)):
+    for sub in keras_internals.flatten_layers(layer, include_self=True):
         if isinstance(sub, _STOCHASTIC) and float(getattr(sub, "rate", getattr(sub, "stddev", 1.0))) > 0:
             return sub
         if type(sub).__name__.startswith("Random") or type(sub).__name__ == "StochasticDepth":
@@ -317,8 +318,9 @@ class ForFullModel(keras.callbacks.Callback):
     def _sync(self):
         if getattr(self.full_model, "stop_training", False):
             self.head_model.stop_training = True
-        if getattr(self.full_model, "_initial_epoch", None) is not None:
-            self.head_model._initial_epoch = self.full_model._initial_epoch
+        epoch = keras_internals.initial_epoch(self.full_model)
+        if epoch is not None:
+            keras_internals.set_initial_epoch(self.head_model, epoch)
 
     def on_train_begin(self, logs=None):
         self.full_model.stop_training = False

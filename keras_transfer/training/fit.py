@@ -17,6 +17,7 @@ from keras_transfer.training.batchnorm import RecalibrateBatchNorm
 from keras_transfer.training.batchnorm import batchnorm_layers
 from keras_transfer.training.batchnorm import batchnorm_run_is_short
 from keras_transfer.utils import checks
+from keras_transfer.utils import keras_internals
 from keras_transfer.utils import output
 from keras_transfer.utils.output import default_verbose  # noqa: F401 (training.default_verbose)
 
@@ -446,8 +447,8 @@ def _set_steps_per_execution(fit_model, steps_per_execution, model, batch_size, 
 
 def _compile_like(head, model, jit):
     """Compiles the feature-cache head with `model`'s optimizer, loss and metrics."""
-    config = getattr(model, "_compile_config", None)
-    metrics = config.config.get("metrics") if config is not None else None
+    arguments = keras_internals.compile_arguments(model)
+    metrics = arguments.get("metrics") if arguments is not None else None
     head.compile(
         optimizer=model.optimizer,
         loss=model.loss,

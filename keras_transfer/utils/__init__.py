@@ -1,1 +1,1 @@
-"""Helpers shared by every capability: errors, module aliases for moved modules."""
+"""Helpers shared by every capability: errors, module aliases for moved modules, Keras internals."""
