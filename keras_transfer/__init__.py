@@ -54,6 +54,7 @@ _EXPORTS = {
     "preprocessing": "keras_transfer.backbones.preprocessing",
     "tflite": "keras_transfer.export.tflite",
     "training": "keras_transfer.training",
+    "saving": "keras_transfer.saving",
     "weight_transfer": "keras_transfer.weight_transfer",
     "workflows": "keras_transfer.workflows",
     # functions and classes
@@ -115,6 +116,7 @@ _EXPORTS = {
     "recipe_for": "keras_transfer.training",
     "train": "keras_transfer.training",
     "training_callbacks": "keras_transfer.training",
+    "load_model": "keras_transfer.saving",
     "TransferReport": "keras_transfer.weight_transfer",
     "transfer_weights": "keras_transfer.weight_transfer",
     "weighted_layers": "keras_transfer.weight_transfer",

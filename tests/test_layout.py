@@ -90,3 +90,37 @@ def test_shared_argument_checks_accept_numpy_integers_and_say_what_they_received
     with pytest.raises(ValueError, match=r"validation_split must be a float in \(0, 1\)"):
         checks.fraction("validation_split", 1.0, low_open=True, high_open=True)
     assert checks.non_negative_int("epochs", np.int32(0)) == 0
+
+
+def test_a_saved_classifier_loads_in_a_new_process_after_import_keras_transfer(tmp_path):
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "model.keras")
+    keras_transfer.build_classifier("mnist_cnn", 3, weights=None).save(path)
+    code = (
+        "import sys, keras_transfer\n"
+        f"model = keras_transfer.load_model({path!r})\n"
+        "print(model.get_layer('preprocessing').backbone)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("mnist_cnn"), result.stderr[-2000:]
+
+
+def test_every_module_that_registers_keras_classes_is_listed():
+    import pathlib
+
+    from keras_transfer import saving
+
+    root = pathlib.Path(keras_transfer.__file__).parent
+    registering = {
+        "keras_transfer." + ".".join(path.relative_to(root).with_suffix("").parts)
+        for path in root.rglob("*.py")
+        if path.name != "__init__.py"
+        and (
+            "@keras.saving.register_keras_serializable" in path.read_text()
+            or "@method_lib.register_method" in path.read_text()
+        )
+    }
+    registering -= {"keras_transfer.saving"}
+    assert registering <= set(saving.REGISTERING_MODULES), registering - set(saving.REGISTERING_MODULES)
