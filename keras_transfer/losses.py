@@ -1,4 +1,5 @@
-"""Losses Keras lacks: sparse categorical cross-entropy with label smoothing."""
+"""Losses Keras lacks: sparse categorical cross-entropy with label smoothing, and a loss
+with extra penalty terms (what a transfer method's `penalties` add)."""
 
 import keras
 
@@ -50,3 +51,51 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
         config = super().get_config()
         config.update({"label_smoothing": self.label_smoothing, "from_logits": self.from_logits})
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_transfer")
+class WithPenalties(keras.losses.Loss):
+    """`loss` plus penalty terms: callables of no arguments, each a scalar computed from
+    the model's weights (a transfer method's `penalties`, e.g. a pull toward the source
+    weights), added to the loss of every step.
+
+    The penalties are code, not configuration: a model saved with this loss reloads
+    with `loss` alone (training it again adds the method's penalties again).
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from keras_transfer.losses import WithPenalties
+    >>> weight = keras.Variable(3.0)
+    >>> loss = WithPenalties("mse", [lambda: 0.5 * weight**2])
+    >>> float(loss(np.zeros((2, 1)), np.ones((2, 1))))
+    5.5
+    """
+
+    def __init__(self, loss, penalties=(), name=None, **kwargs):
+        loss = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss
+        super().__init__(name=name or getattr(loss, "name", "loss_with_penalties"), **kwargs)
+        self.loss = loss
+        self.penalties = list(penalties)
+        for penalty in self.penalties:
+            if not callable(penalty):
+                raise ValueError(f"Penalties must be callables returning a scalar. Received: {penalty!r}")
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if isinstance(self.loss, keras.losses.Loss):
+            value = self.loss(y_true, y_pred, sample_weight=sample_weight)
+        else:  # a loss function such as "mse": per-sample values, averaged
+            per_sample = self.loss(y_true, y_pred)
+            if sample_weight is not None:
+                per_sample = per_sample * keras.ops.cast(sample_weight, per_sample.dtype)
+            value = keras.ops.mean(per_sample)
+        for penalty in self.penalties:
+            value = value + keras.ops.cast(penalty(), value.dtype)
+        return value
+
+    def get_config(self):
+        return {"loss": keras.saving.serialize_keras_object(self.loss), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.saving.deserialize_keras_object(config["loss"]), name=config.get("name"))

@@ -1,5 +1,6 @@
 """The TransferMethod extension point: registry, composition, and the method contract."""
 
+import numpy as np
 import pytest
 import testing
 
@@ -108,3 +109,31 @@ def test_the_contract_catches_a_method_that_trains_more_than_it_says(few_digits,
         testing.run_method_contract(
             HeadOnly(), model, few_digits, str(tmp_path), run_kwargs={"epochs": 1, "verbose": 0}
         )
+
+
+def test_a_methods_penalties_join_the_loss_of_every_step(few_digits, tmp_path):
+    import keras
+
+    class ShrinkHead(method_lib.TransferMethod):
+        name = "test_shrink_head"
+
+        def penalties(self, model):
+            kernel = model.get_layer("predictions").kernel
+            return [lambda: 10.0 * keras.ops.sum(keras.ops.square(kernel))]
+
+    norms = {}
+    for method in (None, ShrinkHead()):
+        keras.utils.set_random_seed(0)
+        model = keras_transfer.build_classifier("mnist_mlp", 3, weights=None)
+        history = keras_transfer.train(
+            model, few_digits, epochs=3, min_steps=30, method=method, learning_rate=1e-2, verbose=0
+        )
+        norms[method is None] = float(np.sum(np.square(model.get_layer("predictions").kernel.numpy())))
+    assert norms[False] < 0.5 * norms[True], norms  # the penalty pulled the head's weights in
+    assert history.history["loss"][-1] > 0
+    path = str(tmp_path / "penalised.keras")
+    model.save(path)  # the penalties are code: the model reloads with its plain loss
+    loaded = keras_transfer.load_model(path)
+    np.testing.assert_allclose(
+        loaded.predict(few_digits[0][:4], verbose=0), model.predict(few_digits[0][:4], verbose=0), atol=1e-6
+    )

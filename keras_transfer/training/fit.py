@@ -10,6 +10,7 @@ from keras_transfer import freezing
 from keras_transfer import performance
 from keras_transfer.data import datasets as data_lib
 from keras_transfer.losses import SparseCategoricalCrossentropy
+from keras_transfer.losses import WithPenalties
 from keras_transfer.training import feature_cache as cache_lib
 from keras_transfer.training import method as method_lib
 from keras_transfer.training.batchnorm import ChanceLevelWarning
@@ -356,8 +357,11 @@ def train(
     all_callbacks = training_callbacks(workdir, patience=patience, monitor=monitor) + list(callbacks)
     if method is not None:
         all_callbacks += method.callbacks(model)
-    if fit_model is not model:
-        _compile_like(fit_model, model, jit)
+    penalties = method.penalties(model) if method is not None else []
+    if fit_model is not model or penalties:
+        # The fitted model (a cached-feature head, ...) with `model`'s optimizer, loss and
+        # metrics; the method's penalties join the loss of every step.
+        _compile_like(fit_model, model, jit, penalties)
     if wrap:
         all_callbacks = [cache_lib.ForFullModel(c, model) for c in all_callbacks]
     if jit and train_ds.element_spec[0].shape[0] is None:
@@ -445,13 +449,16 @@ def _set_steps_per_execution(fit_model, steps_per_execution, model, batch_size, 
         fit_model.train_function = fit_model.test_function = fit_model.predict_function = None
 
 
-def _compile_like(head, model, jit):
-    """Compiles the feature-cache head with `model`'s optimizer, loss and metrics."""
+def _compile_like(head, model, jit, penalties=()):
+    """Compiles `head` with `model`'s optimizer, loss (plus `penalties`) and metrics."""
     arguments = keras_internals.compile_arguments(model)
     metrics = arguments.get("metrics") if arguments is not None else None
+    loss = model.loss
+    if isinstance(loss, WithPenalties):
+        loss = loss.loss
     head.compile(
         optimizer=model.optimizer,
-        loss=model.loss,
+        loss=WithPenalties(loss, penalties) if penalties else loss,
         metrics=metrics,
         jit_compile=jit,
         steps_per_execution=1,

@@ -151,7 +151,8 @@ class TransferMethod:
 
     `train` calls, in order: `prepare(model)` (freeze, wrap or inject layers), then
     `fit_setup(context)` (the fitted model and data, or `None` for `model` on the data as
-    given), `callbacks(model)` (extra Keras callbacks), and after `fit`,
+    given), `callbacks(model)` (extra Keras callbacks), `penalties(model)` (extra loss
+    terms), and after `fit`,
     `finalize(model)` (the model to save and export). `run(model, data, ...)` is the whole
     run: one `train` call by default; a method that schedules stages (`FineTune`)
     overrides it. `trainable_weights(model)` names the weights the method trains: the
@@ -173,6 +174,12 @@ class TransferMethod:
 
     def callbacks(self, model):
         """Extra Keras callbacks for the run (default: none)."""
+        return []
+
+    def penalties(self, model):
+        """Extra terms of the training loss: callables of no arguments, each returning a
+        scalar from the model's weights (e.g. a pull toward the source weights), added
+        to the loss of every step (`losses.WithPenalties`). Default: none."""
         return []
 
     def finalize(self, model):
@@ -241,6 +248,9 @@ class Compose(TransferMethod):
 
     def callbacks(self, model):
         return [callback for method in self.methods for callback in method.callbacks(model)]
+
+    def penalties(self, model):
+        return [penalty for method in self.methods for penalty in method.penalties(model)]
 
     def finalize(self, model):
         for method in self.methods:
