@@ -293,7 +293,12 @@ def train(
         raise ValueError(f"compile=False, but model {model.name!r} is not compiled.")
     context = method_lib.FitContext(model, train_data, validation_data, batch_size, seed, augment, verbose)
     setup = method.fit_setup(context) if method is not None else None
-    if setup is None and feature_cache is not False:
+    members = getattr(method, "methods", [method])
+    if (
+        setup is None
+        and feature_cache is not False
+        and not any(isinstance(m, cache_lib.FeatureCache) for m in members)
+    ):
         setup = cache_lib.FeatureCache(feature_cache).fit_setup(context)
     repeated = False  # arrays repeated before batching (a step budget)
     if setup is not None:
