@@ -219,6 +219,12 @@ def _prepare_run_dir(run_dir, config, log):
                 f"A finished run of the same configuration is in {run_dir}: training again "
                 "(there is no crash backup to resume from)."
             )
+        before = (previous or {}).get("method")
+        if before is not None and before != config["method"]:
+            log(
+                f"The method's settings changed since that run ({before} -> {config['method']}): "
+                "training with the new ones."
+            )
     os.makedirs(run_dir, exist_ok=True)
     with open(record, "w") as handle:
         json.dump(config, handle, indent=2)

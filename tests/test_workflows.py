@@ -321,6 +321,7 @@ def test_rerun_resumes_or_starts_fresh_on_another_configuration(mnist, tmp_path)
         json.dump({"epoch": 2}, handle)
     out = _run(["train", "--backbone", "mnist_mlp", "--epochs", "3", *common])
     assert f"Resuming the interrupted run in {run_dir} from epoch 3." in out
+    assert "The method's settings changed since that run" in out and "'epochs': 3" in out
     assert "Epoch 3/3" in out and "Epoch 1/3" not in out
 
     # Another backbone: the old state is moved aside, not loaded into the new model.
