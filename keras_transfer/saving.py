@@ -19,6 +19,7 @@ REGISTERING_MODULES = (
     "keras_transfer.training.method",
     "keras_transfer.training.feature_cache",
     "keras_transfer.training.fine_tuning",
+    "keras_transfer.parameter_efficient.bias_only",
 )
 
 

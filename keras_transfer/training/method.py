@@ -50,6 +50,7 @@ def register_method(cls):
 BUILTIN_MODULES = (
     "keras_transfer.training.feature_cache",
     "keras_transfer.training.fine_tuning",
+    "keras_transfer.parameter_efficient.bias_only",
 )
 
 
