@@ -15,8 +15,8 @@ the hooks it needs, `get_config`, and `@register_method` above it) plus its line
 Example:
 
 >>> from keras_transfer.training import method
->>> [name for name, _ in method.list_methods()][:2]
-['feature_cache', 'fine_tune']
+>>> {"feature_cache", "fine_tune"} <= {name for name, _ in method.list_methods()}
+True
 >>> method.get_method("fine_tune:epochs=3,learning_rate=1e-4")
 FineTune(epochs=3, learning_rate=0.0001)
 """
