@@ -75,9 +75,6 @@ class BiasOnly(method_lib.TransferMethod):
             for variable in layer.trainable_weights:
                 variable.trainable = id(variable) in trained
 
-    def trainable_weights(self, model):
-        return list(model.trainable_weights)
-
     def get_config(self):
         config = {}
         if self.backbone != "backbone":
