@@ -70,13 +70,24 @@ def build_parser():
             "and results to OUTPUT/demo/ and exports the best target models as SavedModels."
         ),
     )
+    demo.add_argument(
+        "table",
+        nargs="?",
+        choices=("budgets", "methods"),
+        default="budgets",
+        help="budgets (default): scratch / frozen / fine-tune over label budgets; methods: every "
+        "transfer method (bias-only, LoRA, adapters, pruning, distillation, ...) from one CNN "
+        "source at 10 labels per class and the whole pool, with trained parameters, time and "
+        "exported size (OUTPUT/demo/methods.json)",
+    )
     demo.add_argument("--output", default="saved_models", help="output folder (default: saved_models)")
     demo.add_argument("--sources", default="cnn,mlp", help="source models: cnn, mlp (default: cnn,mlp)")
     demo.add_argument(
         "--budgets",
         type=_budgets,
-        default=(1, 5, 10, "all"),
-        help="labels per class, comma-separated, 'all' for the whole pool (default: 1,5,10,all)",
+        default=None,
+        help="labels per class, comma-separated, 'all' for the whole pool (default: 1,5,10,all; "
+        "10,all for the methods table)",
     )
     demo.add_argument("--seeds", type=_seeds, default=(0, 1), help="seeds to average over (default: 0,1)")
     demo.add_argument(
@@ -418,17 +429,30 @@ def _dispatch(args):
             epochs=args.epochs,
             source_epochs=args.epochs,
         )
+        log = lambda line: print(line, flush=True)  # noqa: E731
+        if args.table == "methods":
+            from keras_transfer import demo_methods
+
+            demo_methods.run_methods_demo(
+                args.output,
+                budgets=args.budgets or (10, "all"),
+                seeds=args.seeds,
+                settings=settings,
+                smoke=args.smoke,
+                log=log,
+            )
+            return 0
         demo.run_demo(
             args.output,
             sources=tuple(s.strip() for s in args.sources.split(",")),
-            budgets=args.budgets,
+            budgets=args.budgets or (1, 5, 10, "all"),
             seeds=args.seeds,
             settings=settings,
             smoke=args.smoke,
             # A comparison run reports beside the default one and exports nothing.
             report_name="demo" if args.recipe == "default" else f"demo_{args.recipe}",
             export_models=args.recipe == "default",
-            log=lambda line: print(line, flush=True),
+            log=log,
         )
         return 0
     try:

@@ -153,12 +153,14 @@ def train_source(backbone, source, settings, seed=0, log=print):
     return model, accuracy, history
 
 
-def run_method(method, model, train_data, recipe, *, source=None, seed=None):
+def run_method(method, model, train_data, recipe, *, source=None, seed=None, transfer_method=None):
     """One demo run, as a user writes it: `method` is `"scratch"` (every layer from
     `model`'s current weights at the recipe's `scratch_learning_rate`), `"frozen"` (the
     source backbone frozen, the head trained for the recipe's `epochs` at its
     `head_learning_rate`) or `"fine-tune"` (`fine_tune` with the recipe). Weights are
     copied from `source` (except the head) first, unless the method is scratch.
+    `transfer_method` (a `TransferMethod` or its name, e.g. `"bias_only"`) joins the
+    run (`fine_tune(..., method=)`); the caller ships `transfer_method.finalize(model)`.
 
     Example:
 
@@ -179,6 +181,8 @@ def run_method(method, model, train_data, recipe, *, source=None, seed=None):
     if method != "scratch":
         weight_transfer.transfer_weights(source, model, exclude="predictions")
     common = dict(recipe=recipe, seed=seed, verbose=0)
+    if transfer_method is not None:
+        common["method"] = transfer_method
     if method == "scratch":
         return training.fine_tune(
             model,

@@ -72,3 +72,32 @@ def test_every_demo_run_is_a_fine_tune_call(tiny_tasks, monkeypatch):
     expected = keras_transfer.evaluate_classifier(model, target.test).accuracy
     assert results[("fine-tune", 5)] == [pytest.approx(expected)]
     assert all(0.0 <= np.mean(v) <= 1.0 for v in results.values())
+
+
+def test_the_methods_table_runs_every_row_and_writes_json_and_plot(tmp_path):
+    import json
+
+    from keras_transfer import demo_methods
+
+    lines = []
+    result = demo_methods.run_methods_demo(
+        str(tmp_path),
+        rows=(("full fine-tune", None), ("bias-only", "bias_only")),
+        smoke=True,
+        log=lines.append,
+    )
+    written = json.loads((tmp_path / "demo" / "methods.json").read_text())
+    rows = {(row["target"], row["method"]): row for row in written["rows"]}
+    for target in ("MNIST 5-9", "UCI digits"):
+        full, bias = rows[(target, "full fine-tune")], rows[(target, "bias-only")]
+        assert full["trainable"] == full["total"] > 100_000
+        assert 0 < bias["trainable"] < 0.01 * bias["total"]  # biases and the head only
+        assert 0.0 <= bias["accuracy"] <= 1.0 and len(full["accuracies"]) == 1
+        assert rows[(target, "MLP student alone")]["total"] < full["total"]
+        sizes = full["sizes"]
+        assert 0 < sizes["saved_model_variables_gzip"] < sizes["saved_model_variables"]
+        assert 0 < sizes["tflite_gzip"] < sizes["tflite"]
+    assert (tmp_path / "demo" / "methods.png").stat().st_size > 10_000
+    assert "bias-only" in result["table"] and result["table"] in "\n".join(lines)
+    with pytest.raises(ValueError, match="Unknown transfer method"):
+        demo_methods.run_methods_demo(str(tmp_path), rows=(("typo", "bias_onyl"),), smoke=True)
