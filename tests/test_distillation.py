@@ -253,3 +253,38 @@ def test_the_distillation_benchmark_runs_in_smoke_mode():
     assert result.returncode == 0, result.stderr[-3000:]
     assert "teacher-output cache vs the teacher every step" in result.stdout
     assert "samples/s" in result.stdout and "max |student weight difference| 0" in result.stdout
+
+
+def test_a_dataset_is_cached_only_when_asked_and_then_trains_as_its_arrays_do(
+    few_digits, teacher_files, capsys
+):
+    teacher = teacher_files[0]
+    student = keras_transfer.build_classifier("mnist_mlp", 3, weights=None, dropout=0.0)
+    initial = student.get_weights()
+    dataset = data.make_dataset(*few_digits, batch_size=8)
+    weights = {}
+    for name, train_data, cache in (
+        ("arrays", few_digits, True),
+        ("dataset", dataset, True),
+        ("auto", dataset, "auto"),
+    ):
+        student.set_weights(initial)
+        keras_transfer.train(
+            student,
+            train_data,
+            epochs=2,
+            batch_size=8,
+            seed=0,
+            verbose=2,
+            method=Distill(teacher, cache=cache),
+        )
+        weights[name] = student.get_weights()
+    printed = capsys.readouterr().out
+    assert (
+        printed.count("Teacher-output cache on") == 2
+        and "Teacher-output cache off: the training data is a tf.data" in printed
+    )
+    for from_arrays, from_dataset in zip(weights["arrays"], weights["dataset"]):
+        np.testing.assert_allclose(from_arrays, from_dataset, atol=1e-5)
+    # Uncached, the dataset is fitted as given (its own unshuffled order), not reshuffled by seed.
+    assert any(not np.allclose(a, b, atol=1e-5) for a, b in zip(weights["arrays"], weights["auto"]))
