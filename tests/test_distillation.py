@@ -71,6 +71,10 @@ def test_the_distillation_loss_at_temperature_t_matches_a_hand_computation(few_d
     ]
     hand = alpha * hard + (1 - alpha) * (kl + feature_weight * np.mean((tf_ - sf) ** 2))
     np.testing.assert_allclose(loss, hand, rtol=1e-5)
+    distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy")  # a loss function
+    np.testing.assert_allclose(
+        float(distiller.compute_loss(x, y, student(x), training=False)), hand, rtol=1e-5
+    )
     assert kl > 0.01  # the two models disagree: the soft term is not vacuous
 
     # log(probabilities) are logits: the loss on probabilities is Keras's on the true logits.

@@ -223,7 +223,13 @@ class Distiller(keras.distillation.Distiller):
             hard, penalties = hard.loss, hard.penalties
         student_loss = 0.0
         if self.student_loss_weight > 0.0 and y is not None:
-            student_loss = keras.ops.mean(hard(y, y_pred, sample_weight=sample_weight))
+            if isinstance(hard, keras.losses.Loss):
+                student_loss = hard(y, y_pred, sample_weight=sample_weight)
+            else:  # a loss function ("sparse_categorical_crossentropy"): per-example values
+                per_example = hard(y, y_pred)
+                if sample_weight is not None:
+                    per_example = per_example * keras.ops.cast(sample_weight, per_example.dtype)
+                student_loss = keras.ops.mean(per_example)
         distillation_loss = 0.0
         if self.student_loss_weight < 1.0:
             if isinstance(x, dict) and TEACHER in x:
