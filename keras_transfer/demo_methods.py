@@ -34,6 +34,7 @@ from keras_transfer import data
 from keras_transfer import evaluation
 from keras_transfer import export
 from keras_transfer import freezing
+from keras_transfer.distillation import Distill
 from keras_transfer.training import method as method_lib
 
 # (label, method): the rows of the table, in order. `None` is full fine-tuning (the
@@ -133,13 +134,6 @@ def _trained_count(method, model):
     return int(sum(int(np.prod(w.shape)) for w in weights))
 
 
-def _distill_method(teacher):
-    """The distillation method with `teacher`, or `None` where it is not built in."""
-    if "distill" not in dict(method_lib.list_methods()):
-        return None
-    return method_lib.get_method({"name": "distill", "config": {"teacher": teacher}})
-
-
 def run_methods_target(source_model, target, settings, budgets, seeds, *, rows=METHOD_ROWS, log=print):
     """Every method of `rows` (and distillation) on one target; returns `[MethodRow]`."""
     from keras_transfer import demo
@@ -210,9 +204,8 @@ def run_methods_target(source_model, target, settings, budgets, seeds, *, rows=M
                 )
             # Distillation: the MLP student alone vs distilled from this seed's fine-tuned CNN.
             student_rows = [("MLP student alone", None)]
-            distill = _distill_method(teachers.get(seed)) if seed in teachers else None
-            if distill is not None:
-                student_rows.append(("MLP student distilled", distill))
+            if seed in teachers:
+                student_rows.append(("MLP student distilled", Distill(teacher=teachers[seed])))
             for label, method in student_rows:
                 keras.utils.set_random_seed(seed)
                 student = builders.build_classifier("mnist_mlp", num_classes, weights=None)

@@ -93,7 +93,8 @@ def test_the_methods_table_runs_every_row_and_writes_json_and_plot(tmp_path):
         assert full["trainable"] == full["total"] > 100_000
         assert 0 < bias["trainable"] < 0.01 * bias["total"]  # biases and the head only
         assert 0.0 <= bias["accuracy"] <= 1.0 and len(full["accuracies"]) == 1
-        assert rows[(target, "MLP student alone")]["total"] < full["total"]
+        alone, distilled = rows[(target, "MLP student alone")], rows[(target, "MLP student distilled")]
+        assert alone["total"] == distilled["total"] < full["total"]
         sizes = full["sizes"]
         assert 0 < sizes["saved_model_variables_gzip"] < sizes["saved_model_variables"]
         assert 0 < sizes["tflite_gzip"] < sizes["tflite"]
