@@ -39,6 +39,7 @@ _EXPORTS = {
     # submodules
     "backbones": "keras_transfer.backbones",
     "builders": "keras_transfer.builders",
+    "compression": "keras_transfer.compression",
     "data": "keras_transfer.data",
     "errors": "keras_transfer.utils.errors",
     "evaluation": "keras_transfer.evaluation",
@@ -103,6 +104,10 @@ _EXPORTS = {
     "evaluate_tflite": "keras_transfer.export.tflite",
     "export_tflite": "keras_transfer.export.tflite",
     "BiasOnly": "keras_transfer.parameter_efficient",
+    "Prune": "keras_transfer.compression",
+    "compressed_size": "keras_transfer.compression",
+    "sparsity_report": "keras_transfer.compression",
+    "strip_pruning": "keras_transfer.compression",
     "FeatureCache": "keras_transfer.training",
     "FineTune": "keras_transfer.training",
     "TransferMethod": "keras_transfer.training",
