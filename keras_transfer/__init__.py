@@ -39,6 +39,7 @@ _EXPORTS = {
     # submodules
     "backbones": "keras_transfer.backbones",
     "builders": "keras_transfer.builders",
+    "compression": "keras_transfer.compression",
     "data": "keras_transfer.data",
     "distillation": "keras_transfer.distillation",
     "errors": "keras_transfer.utils.errors",
@@ -105,6 +106,10 @@ _EXPORTS = {
     "export_tflite": "keras_transfer.export.tflite",
     "BiasOnly": "keras_transfer.parameter_efficient",
     "Distill": "keras_transfer.distillation",
+    "Prune": "keras_transfer.compression",
+    "compressed_size": "keras_transfer.compression",
+    "sparsity_report": "keras_transfer.compression",
+    "strip_pruning": "keras_transfer.compression",
     "FeatureCache": "keras_transfer.training",
     "FineTune": "keras_transfer.training",
     "TransferMethod": "keras_transfer.training",

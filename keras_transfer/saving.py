@@ -21,6 +21,7 @@ REGISTERING_MODULES = (
     "keras_transfer.training.fine_tuning",
     "keras_transfer.parameter_efficient.bias_only",
     "keras_transfer.distillation.distill",
+    "keras_transfer.compression.pruning",
 )
 
 

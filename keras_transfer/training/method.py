@@ -52,6 +52,7 @@ BUILTIN_MODULES = (
     "keras_transfer.training.fine_tuning",
     "keras_transfer.parameter_efficient.bias_only",
     "keras_transfer.distillation.distill",
+    "keras_transfer.compression.pruning",
 )
 
 
