@@ -50,7 +50,8 @@ x_src, y_src = data.subset_classes(mnist.x, mnist.y, [0, 1, 2, 3, 4])
 x_tgt, y_tgt = data.subset_classes(mnist.x, mnist.y, [5, 6, 7, 8, 9])
 x_pool, x_test, y_pool, y_test = train_test_split(x_tgt, y_tgt, test_size=0.3, stratify=y_tgt, random_state=0)
 if args.smoke:
-    x_pool, y_pool = x_pool[:100], y_pool[:100]
+    x_src, y_src, x_pool, y_pool = x_src[:500], y_src[:500], x_pool[:100], y_pool[:100]
+    x_test, y_test = x_test[:200], y_test[:200]
 x_few, y_few = data.few_shot(x_pool, y_pool, k=args.k, seed=0)
 
 # Model: the source CNN.
