@@ -22,6 +22,7 @@ REGISTERING_MODULES = (
     "keras_transfer.parameter_efficient.bias_only",
     "keras_transfer.distillation.distill",
     "keras_transfer.compression.pruning",
+    "keras_transfer.parameter_efficient.lora",
 )
 
 

@@ -1,3 +1,7 @@
-"""Parameter-efficient transfer: methods that train a small part of the model."""
+"""Parameter-efficient transfer: methods that train a small part of the model (BitFit, LoRA)."""
 
 from keras_transfer.parameter_efficient.bias_only import BiasOnly
+from keras_transfer.parameter_efficient.lora import LoRA
+from keras_transfer.parameter_efficient.lora import load_lora_weights
+from keras_transfer.parameter_efficient.lora import merge_lora
+from keras_transfer.parameter_efficient.lora import save_lora_weights
