@@ -51,6 +51,7 @@ BUILTIN_MODULES = (
     "keras_transfer.training.feature_cache",
     "keras_transfer.training.fine_tuning",
     "keras_transfer.parameter_efficient.bias_only",
+    "keras_transfer.parameter_efficient.adapters",
 )
 
 
