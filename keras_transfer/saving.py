@@ -23,6 +23,7 @@ REGISTERING_MODULES = (
     "keras_transfer.distillation.distill",
     "keras_transfer.compression.pruning",
     "keras_transfer.parameter_efficient.lora",
+    "keras_transfer.parameter_efficient.adapters",
 )
 
 

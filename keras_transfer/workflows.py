@@ -345,6 +345,7 @@ def train_from_folder(
         weights=weights,
         input_shape=shape,
     )
+    model = method.build(model)  # e.g. adapters inserted: the model trained, saved and exported
     pretrained = resolved.pretrained
     _prepare_run_dir(
         run_dir, _run_config(backbone_arg, weights, class_names, shape, pretrained, recipe, method), log

@@ -256,7 +256,9 @@ def train(
 
         method: a `TransferMethod` (or its name, e.g. `"feature_cache:mode=true"`, or a
             list that composes): its `prepare` runs first, its `fit_setup` may choose
-            the model that is fitted and its data, its `callbacks` join the run. The
+            the model that is fitted and its data, its `callbacks` join the run. A
+            method that changes the model's structure (adapters) is built first:
+            `model = method.build(model)`, else `train` raises a `ValueError`. The
             caller saves `method.finalize(model)`. Defaults to `None` (the feature cache
             as `feature_cache` says).
 
@@ -280,6 +282,12 @@ def train(
     verbose = output.resolve_verbose(verbose)
     method = method_lib.get_method(method) if method is not None else None
     if method is not None:
+        if method.build(model) is not model:
+            raise ValueError(
+                f"{method!r} changes the model's structure: call `model = method.build(model)` "
+                "(or `keras_transfer.insert_adapters(model)` for adapters) before `train` or "
+                f"`fine_tune`, and train that model. Received: model {model.name!r} without it"
+            )
         method.prepare(model)
     # One truth for what trains: a nested model is trainable when one of its layers is.
     freezing.sync_trainable(model)

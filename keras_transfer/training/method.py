@@ -54,6 +54,7 @@ BUILTIN_MODULES = (
     "keras_transfer.distillation.distill",
     "keras_transfer.compression.pruning",
     "keras_transfer.parameter_efficient.lora",
+    "keras_transfer.parameter_efficient.adapters",
 )
 
 
@@ -153,7 +154,10 @@ class FitSetup:
 class TransferMethod:
     """Base class of every transfer method. Each hook has a default that does nothing.
 
-    `train` calls, in order: `prepare(model)` (freeze, wrap or inject layers), then
+    `model = method.build(model)` comes first (a method that changes the model's
+    structure, e.g. inserts adapters, returns a new model; `train` refuses a model
+    that `build` would change). `train` calls, in order: `prepare(model)` (freeze,
+    wrap or inject layers), then
     `fit_setup(context)` (the fitted model and data, or `None` for `model` on the data as
     given), `callbacks(model)` (extra Keras callbacks), `penalties(model)` (extra loss
     terms), and after `fit`,
@@ -168,6 +172,11 @@ class TransferMethod:
 
     name = None
     summary = ""
+
+    def build(self, model):
+        """The model to train: a method that changes the model's structure returns a new
+        one (default: `model`). Call `model = method.build(model)` before `train`."""
+        return model
 
     def prepare(self, model):
         """Changes `model` in place before training (default: nothing)."""
@@ -224,7 +233,7 @@ def _overrides(method, hook):
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
 class Compose(TransferMethod):
-    """Several methods in one run: each one's `prepare`, `callbacks` and `finalize` in
+    """Several methods in one run: each one's `build`, `prepare`, `callbacks` and `finalize` in
     order. At most one may schedule the run (`run`, e.g. `FineTune`) and at most one may
     choose what is fitted (`fit_setup`, e.g. `FeatureCache`): two of either cannot be
     combined, and saying so is the constructor's job."""
@@ -238,6 +247,11 @@ class Compose(TransferMethod):
             owners = [m.name for m in self.methods if _overrides(m, hook)]
             if len(owners) > 1:
                 raise ValueError(f"Methods {owners} cannot be combined: each {what}. Use one of them.")
+
+    def build(self, model):
+        for method in self.methods:
+            model = method.build(model)
+        return model
 
     def prepare(self, model):
         for method in self.methods:
