@@ -352,6 +352,7 @@ def train(
         compile_classifier(
             model,
             learning_rate=rate,
+            optimizer=method.optimizer(model, rate) if method is not None else None,
             jit_compile=jit,
             steps_per_execution=1,
             label_smoothing=label_smoothing,
