@@ -20,6 +20,7 @@ REGISTERING_MODULES = (
     "keras_transfer.training.feature_cache",
     "keras_transfer.training.fine_tuning",
     "keras_transfer.parameter_efficient.bias_only",
+    "keras_transfer.layerwise",
 )
 
 
