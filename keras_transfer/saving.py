@@ -20,7 +20,9 @@ REGISTERING_MODULES = (
     "keras_transfer.training.feature_cache",
     "keras_transfer.training.fine_tuning",
     "keras_transfer.parameter_efficient.bias_only",
-    "keras_transfer.layerwise",
+    "keras_transfer.layerwise.discriminative_lr",
+    "keras_transfer.layerwise.gradual_unfreezing",
+    "keras_transfer.layerwise.partial",
 )
 
 
