@@ -256,9 +256,10 @@ def train(
 
         method: a `TransferMethod` (or its name, e.g. `"feature_cache:mode=true"`, or a
             list that composes): its `prepare` runs first, its `fit_setup` may choose
-            the model that is fitted and its data, its `callbacks` join the run. The
-            caller saves `method.finalize(model)`. Defaults to `None` (the feature cache
-            as `feature_cache` says).
+            the model that is fitted and its data, its `optimizer` (if any) replaces
+            Adam, its `callbacks` join the run. The caller saves
+            `method.finalize(model)`. Defaults to `None` (the feature cache as
+            `feature_cache` says).
 
     With validation data, a line warns when validation accuracy stays at chance
     while training accuracy rises (`ChanceLevelWarning`).
