@@ -24,6 +24,9 @@ REGISTERING_MODULES = (
     "keras_transfer.compression.pruning",
     "keras_transfer.parameter_efficient.lora",
     "keras_transfer.parameter_efficient.adapters",
+    "keras_transfer.layerwise.discriminative_lr",
+    "keras_transfer.layerwise.gradual_unfreezing",
+    "keras_transfer.layerwise.partial",
 )
 
 

@@ -256,11 +256,11 @@ def train(
 
         method: a `TransferMethod` (or its name, e.g. `"feature_cache:mode=true"`, or a
             list that composes): its `prepare` runs first, its `fit_setup` may choose
-            the model that is fitted and its data, its `callbacks` join the run. A
-            method that changes the model's structure (adapters) is built first:
-            `model = method.build(model)`, else `train` raises a `ValueError`. The
-            caller saves `method.finalize(model)`. Defaults to `None` (the feature cache
-            as `feature_cache` says).
+            the model that is fitted and its data, its `optimizer` (if any) replaces
+            Adam, its `callbacks` join the run. A method that changes the model's
+            structure (adapters) is built first: `model = method.build(model)`, else
+            `train` raises a `ValueError`. The caller saves `method.finalize(model)`.
+            Defaults to `None` (the feature cache as `feature_cache` says).
 
     With validation data, a line warns when validation accuracy stays at chance
     while training accuracy rises (`ChanceLevelWarning`).
@@ -360,6 +360,7 @@ def train(
         compile_classifier(
             model,
             learning_rate=rate,
+            optimizer=method.optimizer(model, rate) if method is not None else None,
             jit_compile=jit,
             steps_per_execution=1,
             label_smoothing=label_smoothing,

@@ -55,6 +55,7 @@ BUILTIN_MODULES = (
     "keras_transfer.compression.pruning",
     "keras_transfer.parameter_efficient.lora",
     "keras_transfer.parameter_efficient.adapters",
+    "keras_transfer.layerwise",
 )
 
 
@@ -159,7 +160,8 @@ class TransferMethod:
     that `build` would change). `train` calls, in order: `prepare(model)` (freeze,
     wrap or inject layers), then
     `fit_setup(context)` (the fitted model and data, or `None` for `model` on the data as
-    given), `callbacks(model)` (extra Keras callbacks), `penalties(model)` (extra loss
+    given), `optimizer(model, learning_rate)` (what it compiles with, or `None` for
+    Adam), `callbacks(model)` (extra Keras callbacks), `penalties(model)` (extra loss
     terms), and after `fit`,
     `finalize(model)` (the model to save and export). `run(model, data, ...)` is the whole
     run: one `train` call by default; a method that schedules stages (`FineTune`)
@@ -188,6 +190,11 @@ class TransferMethod:
     def callbacks(self, model):
         """Extra Keras callbacks for the run (default: none)."""
         return []
+
+    def optimizer(self, model, learning_rate):
+        """The optimizer `train` compiles `model` with, for the run's `learning_rate` (a
+        float or a schedule), or `None` for Adam (default)."""
+        return None
 
     def penalties(self, model):
         """Extra terms of the training loss: callables of no arguments, each returning a
@@ -233,9 +240,10 @@ def _overrides(method, hook):
 
 @keras.saving.register_keras_serializable(package="keras_transfer")
 class Compose(TransferMethod):
-    """Several methods in one run: each one's `build`, `prepare`, `callbacks` and `finalize` in
-    order. At most one may schedule the run (`run`, e.g. `FineTune`) and at most one may
-    choose what is fitted (`fit_setup`, e.g. `FeatureCache`): two of either cannot be
+    """Several methods in one run: each one's `build`, `prepare`, `callbacks` and
+    `finalize` in order. At most one may schedule the run (`run`, e.g. `FineTune`), at
+    most one may choose what is fitted (`fit_setup`, e.g. `FeatureCache`) and at most one
+    may choose the optimizer (`optimizer`, e.g. `DiscriminativeLR`): two of any cannot be
     combined, and saying so is the constructor's job."""
 
     name = "compose"
@@ -243,7 +251,11 @@ class Compose(TransferMethod):
 
     def __init__(self, methods):
         self.methods = [get_method(m) for m in methods]
-        for hook, what in (("run", "schedules the run"), ("fit_setup", "chooses the fitted model")):
+        for hook, what in (
+            ("run", "schedules the run"),
+            ("fit_setup", "chooses the fitted model"),
+            ("optimizer", "chooses the optimizer"),
+        ):
             owners = [m.name for m in self.methods if _overrides(m, hook)]
             if len(owners) > 1:
                 raise ValueError(f"Methods {owners} cannot be combined: each {what}. Use one of them.")
@@ -263,6 +275,11 @@ class Compose(TransferMethod):
             if setup is not None:
                 return setup
         return None
+
+    def optimizer(self, model, learning_rate):
+        return next(
+            (o for o in (m.optimizer(model, learning_rate) for m in self.methods) if o is not None), None
+        )
 
     def callbacks(self, model):
         return [callback for method in self.methods for callback in method.callbacks(model)]
