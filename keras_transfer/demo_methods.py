@@ -42,6 +42,12 @@ from keras_transfer.training import method as method_lib
 METHOD_ROWS = (
     ("full fine-tune", None),
     ("bias-only", "bias_only"),
+    ("LoRA rank 8", "lora:rank=8"),
+    ("adapters 64", "adapters:bottleneck=64"),
+    ("partial, top 2 blocks", "partial:blocks=2"),
+    ("discriminative LR", "discriminative_lr"),
+    ("gradual unfreezing", "gradual_unfreezing"),
+    ("pruned 80%", "prune:sparsity=0.8"),
     ("scratch", "scratch"),
 )
 
@@ -163,8 +169,8 @@ def run_methods_target(source_model, target, settings, budgets, seeds, *, rows=M
                 model = builders.build_classifier("mnist_cnn", num_classes, weights=None)
                 model.set_weights(initial[seed])
                 method = method_lib.get_method(spec) if spec not in (None, "scratch") else None
-                if method is not None and hasattr(method, "build"):
-                    model = method.build(model)  # a method that changes the model's structure
+                if method is not None:
+                    model = method.build(model)  # adapters: a new model with the same layers
                 start = time.time()
                 demo.run_method(
                     "scratch" if spec == "scratch" else "fine-tune",
