@@ -138,9 +138,40 @@ def _schedule(method):
     return method, fine
 
 
+def _recorded_method(method):
+    """The method's config as `run.json` records it; a `ValueError` before any work when
+    a setting is an in-memory object (e.g. `Distill(teacher=model)`), naming it."""
+    config = training.method_config(method)
+    try:
+        json.dumps(config)
+    except (TypeError, ValueError):
+        members = method.methods if isinstance(method, training.Compose) else [method]
+        bad = [
+            f"{member.name}: {key}={type(value).__name__}"
+            for member in members
+            for key, value in member.get_config().items()
+            if not _json_ok(value)
+        ]
+        raise ValueError(
+            "train_from_folder records the method's settings in run.json, so each must be a "
+            "number, a string (e.g. a path to a .keras file) or a list of these; these are "
+            f"in-memory objects: {', '.join(bad) or config}. Save the object (model.save(path)) "
+            "and pass its path instead."
+        ) from None
+    return config
+
+
+def _json_ok(value):
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _run_config(backbone_arg, weights, class_names, shape, pretrained, recipe, method):
     return {
-        "method": training.method_config(method),
+        "method": _recorded_method(method),
         "methods": sorted(m.name for m in getattr(method, "methods", [method])),
         "recipe": dataclasses.asdict(recipe),
         "backbone": _backbone_id(backbone_arg),
@@ -313,6 +344,7 @@ def train_from_folder(
     (['dark', 'light'], '1')
     """
     method, fine = _schedule(method)
+    _recorded_method(method)  # a setting run.json cannot record is refused before any work
     tflite = () if isinstance(export, bool) else tuple(export)
     verbose = "auto" if log is not None else 0
     scan_verbose = log is not None

@@ -292,3 +292,14 @@ def test_a_dataset_is_cached_only_when_asked_and_then_trains_as_its_arrays_do(
         np.testing.assert_allclose(from_arrays, from_dataset, atol=1e-5)
     # Uncached, the dataset is fitted as given (its own unshuffled order), not reshuffled by seed.
     assert any(not np.allclose(a, b, atol=1e-5) for a, b in zip(weights["arrays"], weights["auto"]))
+
+
+def test_train_from_folder_refuses_an_in_memory_teacher_before_any_work(teacher_files, tmp_path):
+    from keras_transfer import workflows
+
+    teacher = teacher_files[0]
+    # The folder does not even exist: the refusal comes before the scan.
+    with pytest.raises(ValueError, match=r"run\.json.*distill: teacher=Functional.*pass its path"):
+        workflows.train_from_folder(
+            str(tmp_path / "missing"), backbone="mnist_mlp", weights=None, method=Distill(teacher=teacher)
+        )
