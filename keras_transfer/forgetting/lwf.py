@@ -140,8 +140,12 @@ class LwF(method_lib.TransferMethod):
     Li & Hoiem also warm up the new head first (backbone and old head frozen): with
     `FineTune`, its head stage does that. Their loss weight `lambda_o = 1` multiplies
     the soft cross-entropy without the `T**2` factor, i.e. `weight = 1 / T**2 = 0.25`
-    here; `weight=1.0` (the default) keeps more of the source task, chosen on a
-    validation split of MNIST 0-4 -> 5-9 (see `examples/lwf_digits.py`).
+    here. The defaults are the paper's `T = 2` and `weight = 1` (Hinton's `T**2`
+    scaling, as `Distill`), checked on validation splits of MNIST 0-4 -> 5-9 (`python
+    examples/lwf_digits.py --validate`, one seed): weights 0.25, 1 and 4 at `T = 2`
+    scored within 0.2 points of each other (the mean of target and source validation
+    accuracy, 0.977-0.979), `T = 4` 0.987 (3 validation images more), naive
+    fine-tuning 0.807.
 
     Args:
         source: `keras.Model` or a `.keras` file: the model trained on the source task

@@ -203,8 +203,10 @@ class Replay(method_lib.TransferMethod):
     `source_head` is the trained copy and `finalize(model)` the target model alone.
 
     Defaults: a memory batch the size of the target batch (experience replay as in
-    Chaudhry et al., 2019) and 20 examples per class, checked on a validation split of
-    MNIST 0-4 -> 5-9 (`examples/replay_digits.py`).
+    Chaudhry et al., 2019) and 20 examples per class, checked on validation splits of
+    MNIST 0-4 -> 5-9 (`python examples/replay_digits.py --validate`, one seed; the mean
+    of target and source validation accuracy): 5 per class 0.949, 20 0.973, 50 0.976;
+    weights 0.5, 1 and 2 at 20 per class 0.973, 0.973, 0.971; naive fine-tuning 0.807.
 
     Args:
         source: `keras.Model` or `.keras` file: the source model, for its head (never
