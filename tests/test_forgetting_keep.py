@@ -228,6 +228,14 @@ def test_settings_parse_validate_and_list(source, tasks, tmp_path):
         "per_class": 4,
     }
     assert np.bincount(replay.make_buffer(transferred(source))[1]).tolist() == [4] * 5
+    x, y = data.few_shot(*tasks["source"], k=3, seed=0)  # an image folder: class ids by folder name
+    testing.write_image_folder(str(tmp_path / "folder"), x, y, ["0", "1", "2", "3", "4"])
+    x_buffer, y_buffer = Replay(source, str(tmp_path / "folder"), per_class=3).make_buffer(
+        transferred(source)
+    )
+    order = np.lexsort((np.arange(len(y)), y))  # the folder's order: class, then file
+    np.testing.assert_array_equal(y_buffer, y[order])
+    np.testing.assert_allclose(x_buffer, np.round(x[order]).astype(np.float32))
     assert Replay(source, tasks["source"]) == Replay(source, tasks["source"])
     assert Replay(source, tasks["source"]) != Replay(source, tasks["source"], seed=1)
     assert {"lwf", "replay"} <= set(dict(method_lib.list_methods()))
