@@ -46,6 +46,7 @@ _EXPORTS = {
     "evaluation": "keras_transfer.evaluation",
     "export": "keras_transfer.export",
     "feature_cache": "keras_transfer.training.feature_cache",
+    "forgetting": "keras_transfer.forgetting",
     "freezing": "keras_transfer.freezing",
     "hub": "keras_transfer.backbones.hub",
     "image_folder": "keras_transfer.data.image_folder",
@@ -144,6 +145,9 @@ _EXPORTS = {
     "export_model": "keras_transfer.workflows",
     "predict_files": "keras_transfer.workflows",
     "train_from_folder": "keras_transfer.workflows",
+    "LwF": "keras_transfer.forgetting",
+    "Replay": "keras_transfer.forgetting",
+    "replay_buffer": "keras_transfer.forgetting",
 }
 
 __all__ = sorted(_EXPORTS)
