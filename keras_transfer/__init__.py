@@ -144,6 +144,13 @@ _EXPORTS = {
     "export_model": "keras_transfer.workflows",
     "predict_files": "keras_transfer.workflows",
     "train_from_folder": "keras_transfer.workflows",
+    "forgetting": "keras_transfer.forgetting",
+    "L2SP": "keras_transfer.forgetting",
+    "EWC": "keras_transfer.forgetting",
+    "fisher_information": "keras_transfer.forgetting",
+    "measure_retention": "keras_transfer.forgetting",
+    "source_task_model": "keras_transfer.forgetting",
+    "pair_layers": "keras_transfer.weight_transfer",
 }
 
 __all__ = sorted(_EXPORTS)

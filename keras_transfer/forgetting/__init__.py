@@ -1,0 +1,18 @@
+"""Forgetting control: transfer that keeps the source task working.
+
+Regularisers toward the source (`L2SP`, `EWC`, with `fisher_information`), the pairing
+of a target's weights to the source's they came from (`source_anchors`), and the
+retention measure (`source_task_model`, `measure_retention`).
+"""
+
+from keras_transfer.forgetting.anchors import Anchor
+from keras_transfer.forgetting.anchors import Anchors
+from keras_transfer.forgetting.anchors import source_anchors
+from keras_transfer.forgetting.ewc import EWC
+from keras_transfer.forgetting.ewc import fisher_information
+from keras_transfer.forgetting.ewc import load_fisher
+from keras_transfer.forgetting.ewc import save_fisher
+from keras_transfer.forgetting.l2_sp import L2SP
+from keras_transfer.forgetting.retention import Retention
+from keras_transfer.forgetting.retention import measure_retention
+from keras_transfer.forgetting.retention import source_task_model
