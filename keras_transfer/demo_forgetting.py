@@ -53,9 +53,8 @@ def _ewc(source_model, source_train, workdir, **settings):
     return EWC(
         source_model,
         source_train,
-        fisher_batches=FISHER_BATCHES,
         fisher_path=os.path.join(workdir, "forgetting_fisher.npz") if workdir else None,
-        **{**SELECTED["ewc"], **settings},
+        **{"fisher_batches": FISHER_BATCHES, **SELECTED["ewc"], **settings},
     )
 
 
@@ -119,7 +118,14 @@ class ForgettingResult:
 
 
 def available_rows(rows=FORGETTING_ROWS, log=print):
-    """The rows whose method is registered; a line for each one skipped."""
+    """The rows whose method is registered; a line for each one skipped.
+
+    Example:
+
+    >>> from keras_transfer import demo_forgetting
+    >>> [row.label for row in demo_forgetting.available_rows()]
+    ['naive fine-tune', 'L2-SP', 'EWC']
+    """
     registered = {name for name, _ in method_lib.list_methods()}
     kept = []
     for row in rows:

@@ -275,7 +275,9 @@ def test_keras_transfer_train_method_ewc_on_an_image_folder(mnist, source_files,
     npz = tmp_path / "source.npz"
     np.savez(str(npz), x=few_digits[0], y=few_digits[1])
     fisher = tmp_path / "fisher.npz"
-    method = f"ewc:source={path},source_data={npz},strength=10,fisher_batches=2,fisher_path={fisher}"
+    method = (
+        f"ewc:source={path},source_data={npz},strength=10,fisher_batches=2,batch_size=8,fisher_path={fisher}"
+    )
     result, run_dir = _cli_train(tmp_path, mnist, path, method)
     assert "Fisher information: 2 batch(es)" in result.stdout and fisher.is_file(), result.stdout[-3000:]
     assert json.loads((run_dir / "run.json").read_text())["methods"] == ["ewc", "fine_tune"]

@@ -140,7 +140,18 @@ def fisher_information(model, data, *, batches=20, batch_size=32, verbose=1):
 
 def save_fisher(path, fisher, source_fingerprint=None, batches=None):
     """Writes Fisher values (`fisher_information`'s dict) to an `.npz` file, atomically,
-    with the fingerprint of their source model."""
+    with the fingerprint of their source model (`load_fisher` reads them back).
+
+    Example:
+
+    >>> import os, tempfile, numpy as np
+    >>> from keras_transfer.forgetting import load_fisher, save_fisher
+    >>> path = os.path.join(tempfile.mkdtemp(), "fisher.npz")
+    >>> _ = save_fisher(path, {"fc1/0": np.ones((2, 3), "float32")}, "abc")
+    >>> fisher, found = load_fisher(path)
+    >>> fisher["fc1/0"].shape, found
+    ((2, 3), 'abc')
+    """
     extra = {}
     if source_fingerprint is not None:
         extra[FINGERPRINT] = np.array(source_fingerprint)

@@ -25,7 +25,18 @@ def _exclude(exclude):
 def anchor_penalty(anchored, coefficient, fisher=None):
     """A penalty callable: `coefficient / 2 * sum(F * (w - w_source)**2)` over `anchored`
     (`F = 1` without `fisher`, a dict `{key: array}`). The source values are constants
-    captured by the callable, never variables of the model."""
+    captured by the callable, never variables of the model.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from keras_transfer.forgetting import Anchor
+    >>> from keras_transfer.forgetting.l2_sp import anchor_penalty
+    >>> weight = keras.Variable(np.array([1.0, 3.0]))
+    >>> penalty = anchor_penalty([Anchor(weight, np.array([1.0, 1.0]), "w/0")], 0.5)
+    >>> float(penalty())  # 0.5 / 2 * (0 + 4)
+    1.0
+    """
     terms = []
     for anchor in anchored:
         value = keras.ops.convert_to_tensor(anchor.value, dtype=anchor.weight.dtype)

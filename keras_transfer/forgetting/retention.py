@@ -25,6 +25,12 @@ class Retention:
     Attributes:
         before: float. The source model's accuracy on the source test data.
         after: float. `source_task_model`'s accuracy on it after transfer.
+
+    Example:
+
+    >>> from keras_transfer.forgetting import Retention
+    >>> round(Retention(before=0.99, after=0.95).drop, 2)
+    4.0
     """
 
     before: float
