@@ -27,6 +27,8 @@ REGISTERING_MODULES = (
     "keras_transfer.layerwise.discriminative_lr",
     "keras_transfer.layerwise.gradual_unfreezing",
     "keras_transfer.layerwise.partial",
+    "keras_transfer.forgetting.l2_sp",
+    "keras_transfer.forgetting.ewc",
 )
 
 

@@ -300,3 +300,14 @@ def test_the_forgetting_demo_runs_in_smoke_mode_and_skips_unknown_rows(tmp_path)
         assert abs(row["drop_points"] - expected) < 0.02
     assert (tmp_path / "demo" / "forgetting_fisher.npz").is_file()
     assert "drop (points)" in result["table"] and (tmp_path / "demo" / "forgetting.txt").is_file()
+
+
+def test_the_demo_command_takes_the_forgetting_table(monkeypatch):
+    from keras_transfer import cli
+    from keras_transfer import demo_forgetting
+
+    calls = []
+    monkeypatch.setattr(demo_forgetting, "run_forgetting_demo", lambda *a, **k: calls.append((a, k)))
+    assert cli.main(["demo", "forgetting", "--seeds", "0,1,2", "--output", "somewhere"]) == 0
+    ((args, kwargs),) = calls
+    assert args == ("somewhere",) and kwargs["seeds"] == (0, 1, 2) and kwargs["budgets"] == ("all", 10)

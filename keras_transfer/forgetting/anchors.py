@@ -49,6 +49,22 @@ class Anchors:
         return int(sum(int(np.prod(w.shape)) for w in self.new))
 
 
+def non_negative_number(name, value):
+    """`value` as a float >= 0, else a `ValueError` naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0. Received: {name}={value!r}")
+    return float(value)
+
+
+def check_exclude(exclude):
+    """`exclude` (`None`, a regular expression or a list of them) as given, checked."""
+    if exclude is None or isinstance(exclude, str):
+        return exclude
+    if isinstance(exclude, (list, tuple)) and all(isinstance(p, str) for p in exclude):
+        return list(exclude)
+    raise ValueError(f"exclude must be a regular expression or a list of them. Received: exclude={exclude!r}")
+
+
 def load_source(source, argument="source"):
     """`source` as a `keras.Model`: a model as given, or a `.keras` file loaded
     (`compile=False`)."""

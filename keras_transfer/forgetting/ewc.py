@@ -12,8 +12,6 @@ import tensorflow as tf
 
 from keras_transfer import weight_transfer
 from keras_transfer.forgetting import anchors as anchors_lib
-from keras_transfer.forgetting.l2_sp import _exclude
-from keras_transfer.forgetting.l2_sp import _non_negative
 from keras_transfer.forgetting.l2_sp import anchor_penalty
 from keras_transfer.training import method as method_lib
 from keras_transfer.utils import checks
@@ -271,7 +269,7 @@ class EWC(method_lib.TransferMethod):
         if isinstance(source_data, str):
             load_source_data(source_data)  # fails now on a wrong path
         self.source_data = source_data
-        self.strength = _non_negative("strength", strength)
+        self.strength = anchors_lib.non_negative_number("strength", strength)
         self.fisher_batches = checks.positive_int("fisher_batches", fisher_batches)
         self.batch_size = checks.positive_int("batch_size", batch_size)
         if isinstance(fisher_path, os.PathLike):
@@ -281,7 +279,7 @@ class EWC(method_lib.TransferMethod):
                 f"fisher_path must be a path, 'auto' or None. Received: fisher_path={fisher_path!r}"
             )
         self.fisher_path = fisher_path
-        self.exclude = _exclude(exclude)
+        self.exclude = anchors_lib.check_exclude(exclude)
         self._source_model = None
         self._fisher = None
 

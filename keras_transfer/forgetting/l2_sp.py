@@ -6,22 +6,6 @@ from keras_transfer.forgetting import anchors as anchors_lib
 from keras_transfer.training import method as method_lib
 
 
-def _non_negative(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{name} must be a number >= 0. Received: {name}={value!r}")
-    return float(value)
-
-
-def _exclude(exclude):
-    if exclude is None:
-        return None
-    if isinstance(exclude, str):
-        return exclude
-    if isinstance(exclude, (list, tuple)) and all(isinstance(p, str) for p in exclude):
-        return list(exclude)
-    raise ValueError(f"exclude must be a regular expression or a list of them. Received: exclude={exclude!r}")
-
-
 def anchor_penalty(anchored, coefficient, fisher=None):
     """A penalty callable: `coefficient / 2 * sum(F * (w - w_source)**2)` over `anchored`
     (`F = 1` without `fisher`, a dict `{key: array}`). The source values are constants
@@ -110,9 +94,9 @@ class L2SP(method_lib.TransferMethod):
 
     def __init__(self, source=None, alpha=0.01, beta=1e-4, exclude="predictions"):
         self.source = anchors_lib.check_source(source)
-        self.alpha = _non_negative("alpha", alpha)
-        self.beta = _non_negative("beta", beta)
-        self.exclude = _exclude(exclude)
+        self.alpha = anchors_lib.non_negative_number("alpha", alpha)
+        self.beta = anchors_lib.non_negative_number("beta", beta)
+        self.exclude = anchors_lib.check_exclude(exclude)
         self._source_model = None
 
     @property
