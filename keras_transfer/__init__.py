@@ -148,6 +148,12 @@ _EXPORTS = {
     "LwF": "keras_transfer.forgetting",
     "Replay": "keras_transfer.forgetting",
     "replay_buffer": "keras_transfer.forgetting",
+    "L2SP": "keras_transfer.forgetting",
+    "EWC": "keras_transfer.forgetting",
+    "fisher_information": "keras_transfer.forgetting",
+    "measure_retention": "keras_transfer.forgetting",
+    "source_task_model": "keras_transfer.forgetting",
+    "pair_layers": "keras_transfer.weight_transfer",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -73,12 +73,14 @@ def build_parser():
     demo.add_argument(
         "table",
         nargs="?",
-        choices=("budgets", "methods"),
+        choices=("budgets", "methods", "forgetting"),
         default="budgets",
         help="budgets (default): scratch / frozen / fine-tune over label budgets; methods: every "
         "transfer method (bias-only, LoRA, adapters, pruning, distillation, ...) from one CNN "
         "source at 10 labels per class and the whole pool, with trained parameters, time and "
-        "exported size (OUTPUT/demo/methods.json)",
+        "exported size (OUTPUT/demo/methods.json); forgetting: naive fine-tuning against L2-SP and "
+        "EWC on MNIST 0-4 -> 5-9, with the source task re-measured after transfer "
+        "(OUTPUT/demo/forgetting.json)",
     )
     demo.add_argument("--output", default="saved_models", help="output folder (default: saved_models)")
     demo.add_argument("--sources", default="cnn,mlp", help="source models: cnn, mlp (default: cnn,mlp)")
@@ -430,6 +432,18 @@ def _dispatch(args):
             source_epochs=args.epochs,
         )
         log = lambda line: print(line, flush=True)  # noqa: E731
+        if args.table == "forgetting":
+            from keras_transfer import demo_forgetting
+
+            demo_forgetting.run_forgetting_demo(
+                args.output,
+                budgets=args.budgets or ("all", 10),
+                seeds=args.seeds,
+                settings=settings,
+                smoke=args.smoke,
+                log=log,
+            )
+            return 0
         if args.table == "methods":
             from keras_transfer import demo_methods
 

@@ -29,6 +29,8 @@ REGISTERING_MODULES = (
     "keras_transfer.layerwise.partial",
     "keras_transfer.forgetting.lwf",
     "keras_transfer.forgetting.replay",
+    "keras_transfer.forgetting.l2_sp",
+    "keras_transfer.forgetting.ewc",
 )
 
 

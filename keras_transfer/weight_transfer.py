@@ -103,6 +103,95 @@ class TransferReport:
         return "\n".join(line.rstrip() for line in text)
 
 
+@dataclasses.dataclass
+class LayerPair:
+    """A weighted target layer and the source layer it pairs with (`pair_layers`).
+
+    Attributes:
+        target: str. The target layer's name (as `weighted_layers` spells it).
+        target_layer: `keras.layers.Layer`.
+        source: str. The source layer's name, or `""` when there is none.
+        source_layer: `keras.layers.Layer` or `None`.
+        status: str. `"paired"` (equal weight shapes: `transfer_weights` copies it),
+            `"excluded"`, `"missing"` (no source layer) or `"mismatch"` (shapes differ).
+        reason: str. Why a layer is not paired.
+    """
+
+    target: str
+    target_layer: object
+    source: str
+    source_layer: object
+    status: str
+    reason: str = ""
+
+    @property
+    def source_shapes(self):
+        return [tuple(w.shape) for w in self.source_layer.weights] if self.source_layer is not None else []
+
+    @property
+    def target_shapes(self):
+        return [tuple(w.shape) for w in self.target_layer.weights]
+
+
+def pair_layers(source, target, *, name_map=None, exclude=None, match="name"):
+    """Pairs each weighted layer of `target` with a layer of `source`, as
+    `transfer_weights` does (which copies the `"paired"` ones), without changing either.
+
+    The one place that decides which target weights "come from" the source: weight
+    transfer copies them, and the forgetting regularisers (`L2SP`, `EWC`) anchor them.
+    Arguments as `transfer_weights`'s.
+
+    Returns:
+        list of `LayerPair`, one per weighted target layer, in model order; an excluded
+        layer still names the source layer it would have paired with.
+
+    Example:
+
+    >>> import keras_transfer
+    >>> from keras_transfer.weight_transfer import pair_layers
+    >>> source = keras_transfer.build_classifier("mnist_cnn", 10, weights=None)
+    >>> target = keras_transfer.build_classifier("mnist_cnn", 5, weights=None)
+    >>> [(p.target, p.status) for p in pair_layers(source, target)]
+    [('conv1', 'paired'), ('conv2', 'paired'), ('fc1', 'paired'), ('predictions', 'mismatch')]
+    """
+    if match not in ("name", "order"):
+        raise ValueError(f"match must be 'name' or 'order'. Received: match={match!r}")
+    patterns = [exclude] if isinstance(exclude, str) else list(exclude or [])
+    source_layers = weighted_layers(source)
+    target_layers = weighted_layers(target)
+
+    if match == "order":
+        names = dict(zip(target_layers, source_layers))
+    else:
+        renamed = {t: s for s, t in (name_map or {}).items()}
+        unknown = [s for s in renamed.values() if s not in source_layers]
+        unknown += [t for t in renamed if t not in target_layers]
+        if unknown:
+            raise ValueError(
+                f"name_map names layers that do not exist: {unknown}. Received: name_map={name_map!r}"
+            )
+        names = {t: renamed.get(t, t) for t in target_layers}
+
+    pairs = []
+    for target_name, layer in target_layers.items():
+        source_name = names.get(target_name)
+        source_layer = source_layers.get(source_name)
+        if any(re.fullmatch(p, target_name) for p in patterns):
+            pairs.append(
+                LayerPair(target_name, layer, source_name or "", source_layer, "excluded", "excluded")
+            )
+            continue
+        if source_layer is None:
+            pairs.append(LayerPair(target_name, layer, "", None, "missing", "not in source"))
+            continue
+        pair = LayerPair(target_name, layer, source_name, source_layer, "paired")
+        if pair.source_shapes != pair.target_shapes:
+            pair.status = "mismatch"
+            pair.reason = f"shape mismatch: {pair.source_shapes} -> {pair.target_shapes}"
+        pairs.append(pair)
+    return pairs
+
+
 def transfer_weights(
     source, target, *, name_map=None, exclude=None, match="name", strict=False, verbose=False
 ):
@@ -143,51 +232,29 @@ def transfer_weights(
     >>> report.skipped
     ['predictions']
     """
-    if match not in ("name", "order"):
-        raise ValueError(f"match must be 'name' or 'order'. Received: match={match!r}")
-    patterns = [exclude] if isinstance(exclude, str) else list(exclude or [])
-    source_layers = weighted_layers(source)
-    target_layers = weighted_layers(target)
-
-    if match == "order":
-        pairs = dict(zip(target_layers, source_layers))
-    else:
-        renamed = {t: s for s, t in (name_map or {}).items()}
-        unknown = [s for s in renamed.values() if s not in source_layers]
-        unknown += [t for t in renamed if t not in target_layers]
-        if unknown:
-            raise ValueError(
-                f"name_map names layers that do not exist: {unknown}. Received: name_map={name_map!r}"
-            )
-        pairs = {t: renamed.get(t, t) for t in target_layers}
-
-    rows, problems, used = [], [], set()
-    for target_name, layer in target_layers.items():
-        params = sum(int(np.prod(w.shape)) for w in layer.weights)
-        source_name = pairs.get(target_name)
-        if any(re.fullmatch(p, target_name) for p in patterns):
-            used.add(source_name)
-            rows.append(TransferRow(target_name, "", "excluded", params, "excluded"))
+    pairs = pair_layers(source, target, name_map=name_map, exclude=exclude, match=match)
+    rows, problems = [], []
+    for pair in pairs:
+        params = sum(int(np.prod(w.shape)) for w in pair.target_layer.weights)
+        if pair.status == "excluded":
+            rows.append(TransferRow(pair.target, "", "excluded", params, "excluded"))
             continue
-        if source_name not in source_layers:
-            rows.append(TransferRow(target_name, "", "skipped", params, "not in source"))
-            problems.append(f"target layer {target_name!r} has no source layer")
+        if pair.source_layer is None:
+            rows.append(TransferRow(pair.target, "", "skipped", params, "not in source"))
+            problems.append(f"target layer {pair.target!r} has no source layer")
             continue
-        used.add(source_name)
-        source_weights = source_layers[source_name].get_weights()
-        source_shapes = [tuple(w.shape) for w in source_weights]
-        target_shapes = [tuple(w.shape) for w in layer.weights]
-        if source_shapes != target_shapes:
-            reason = f"shape mismatch: {source_shapes} -> {target_shapes}"
-            rows.append(TransferRow(target_name, source_name, "skipped", params, reason))
+        if pair.status != "paired":
+            rows.append(TransferRow(pair.target, pair.source, "skipped", params, pair.reason))
             problems.append(
-                f"source layer {source_name!r} has weight shapes {source_shapes} but "
-                f"target layer {target_name!r} has {target_shapes}"
+                f"source layer {pair.source!r} has weight shapes {pair.source_shapes} but "
+                f"target layer {pair.target!r} has {pair.target_shapes}"
             )
             continue
-        layer.set_weights(source_weights)
-        rows.append(TransferRow(target_name, source_name, "copied", params))
+        pair.target_layer.set_weights(pair.source_layer.get_weights())
+        rows.append(TransferRow(pair.target, pair.source, "copied", params))
 
+    used = {pair.source for pair in pairs if pair.source}
+    source_layers = weighted_layers(source)
     unused = [name for name in source_layers if name not in used]
     if strict:
         problems += [f"source layer {name!r} was not used" for name in unused]
