@@ -78,8 +78,8 @@ def build_parser():
         help="budgets (default): scratch / frozen / fine-tune over label budgets; methods: every "
         "transfer method (bias-only, LoRA, adapters, pruning, distillation, ...) from one CNN "
         "source at 10 labels per class and the whole pool, with trained parameters, time and "
-        "exported size (OUTPUT/demo/methods.json); forgetting: naive fine-tuning against L2-SP and "
-        "EWC on MNIST 0-4 -> 5-9, with the source task re-measured after transfer "
+        "exported size (OUTPUT/demo/methods.json); forgetting: naive fine-tuning against L2-SP, "
+        "EWC, LwF and replay on MNIST 0-4 -> 5-9, with the source task re-measured after transfer "
         "(OUTPUT/demo/forgetting.json)",
     )
     demo.add_argument("--output", default="saved_models", help="output folder (default: saved_models)")
