@@ -293,7 +293,7 @@ def test_the_forgetting_demo_runs_in_smoke_mode_and_skips_unknown_rows(tmp_path)
     result = demo_forgetting.run_forgetting_demo(str(tmp_path), rows=rows, smoke=True, log=lines.append)
     assert "skipping row 'not here': no transfer method 'no_such_method' is registered here" in lines
     written = json.loads((tmp_path / "demo" / "forgetting.json").read_text())
-    assert [row["method"] for row in written["rows"]] == ["naive fine-tune", "L2-SP", "EWC"]
+    assert [row["method"] for row in written["rows"]] == ["naive fine-tune", "L2-SP", "EWC", "LwF", "replay"]
     for row in written["rows"]:
         assert 0.0 <= row["target_accuracy"] <= 1.0 and 0.0 <= row["source_accuracy_after"] <= 1.0
         expected = 100 * (row["source_accuracy_before"] - row["source_accuracy_after"])
