@@ -144,6 +144,11 @@ _EXPORTS = {
     "export_model": "keras_transfer.workflows",
     "predict_files": "keras_transfer.workflows",
     "train_from_folder": "keras_transfer.workflows",
+    "adaptation": "keras_transfer.adaptation",
+    "CORAL": "keras_transfer.adaptation",
+    "DANN": "keras_transfer.adaptation",
+    "GradientReversal": "keras_transfer.adaptation",
+    "coral_loss": "keras_transfer.adaptation",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -56,6 +56,7 @@ BUILTIN_MODULES = (
     "keras_transfer.parameter_efficient.lora",
     "keras_transfer.parameter_efficient.adapters",
     "keras_transfer.layerwise",
+    "keras_transfer.adaptation",
 )
 
 
