@@ -40,7 +40,10 @@ def coral_loss(a, b):
     Reference:
     - [Sun & Saenko, 2016](https://arxiv.org/abs/1607.01719) (Deep CORAL)
     """
-    a, b = domain._flat(keras.ops.convert_to_tensor(a)), domain._flat(keras.ops.convert_to_tensor(b))
+    a, b = (
+        domain.flatten_features(keras.ops.convert_to_tensor(a)),
+        domain.flatten_features(keras.ops.convert_to_tensor(b)),
+    )
     if a.shape[-1] is not None and b.shape[-1] is not None and a.shape[-1] != b.shape[-1]:
         raise ValueError(
             f"coral_loss needs features of the same width. Received: a with {a.shape[-1]} and b with "

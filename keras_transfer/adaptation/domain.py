@@ -26,7 +26,16 @@ TARGET = "target"
 def feature_tensor(model, feature_layer=None):
     """The symbolic tensor whose values are aligned: `feature_layer`'s output, or by
     default the input of the classifier's head (`output_dropout`, else `predictions`:
-    the backbone's pooled features)."""
+    the backbone's pooled features).
+
+    Example:
+
+    >>> import keras_transfer
+    >>> from keras_transfer.adaptation import domain
+    >>> model = keras_transfer.build_classifier("mnist_mlp", 3, weights=None)
+    >>> tuple(domain.feature_tensor(model).shape)
+    (None, 128)
+    """
     names = [layer.name for layer in model.layers]
     if feature_layer is None:
         for name in ("output_dropout", "predictions"):
@@ -44,7 +53,16 @@ def feature_tensor(model, feature_layer=None):
     return keras_internals.node_output(model.get_layer(feature_layer))
 
 
-def _flat(features):
+def flatten_features(features):
+    """Features of any rank as a (batch, width) matrix.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_transfer.adaptation import domain
+    >>> tuple(domain.flatten_features(np.zeros((2, 3, 4))).shape)
+    (2, 12)
+    """
     if len(features.shape) > 2:
         return keras.ops.reshape(features, (keras.ops.shape(features)[0], -1))
     return features
@@ -102,7 +120,7 @@ class DomainAdapter(keras.Model):
             [keras.ops.cast(source, "float32"), keras.ops.cast(target, "float32")], 0
         )
         features, outputs = self.joint(both, training=training)
-        features = _flat(features)
+        features = flatten_features(features)
         loss = self.domain_loss([features[:count], features[count:]], training=training)
         self.add_loss(self.weight * loss)
         self.domain_loss_tracker.update_state(loss)
@@ -131,7 +149,16 @@ def load_target(target, model):
     `target` is an array (N, H, W, C) or (N, H, W) in 0-255, resized and given the
     model's channel count (`data.adapt_images`) if they differ, or the path of a
     class-per-folder image directory (`image_folder.load_image_folder`; its labels are
-    ignored)."""
+    ignored).
+
+    Example:
+
+    >>> import numpy as np, keras_transfer
+    >>> from keras_transfer.adaptation import load_target
+    >>> model = keras_transfer.build_classifier("mnist_mlp", 3, weights=None, input_shape=(28, 28, 3))
+    >>> load_target(np.zeros((2, 14, 14)), model).shape
+    (2, 28, 28, 3)
+    """
     from keras_transfer import data
     from keras_transfer.data import image_folder
 
@@ -160,7 +187,16 @@ def _describe(target):
 
 
 def check_target(target):
-    """`target` as kept in the method's config: an array (not copied) or a folder path."""
+    """`target` as kept in the method's config: an array (not copied) or a folder path.
+
+    Example:
+
+    >>> from keras_transfer.adaptation import domain
+    >>> domain.check_target("/no/such/folder")
+    Traceback (most recent call last):
+    ...
+    ValueError: target must be an existing image folder or an array. Received: target='/no/such/folder'
+    """
     if target is None:
         raise ValueError(
             "Domain adaptation needs unlabelled target images: an array (N, H, W, C) or an image "
@@ -181,7 +217,16 @@ def check_target(target):
     return target
 
 
-def _number(name, value, low, low_open=False):
+def check_number(name, value, low, low_open=False):
+    """`value` as a float if it is a number `>= low` (`> low` with `low_open`), else a
+    `ValueError` naming `name` and the value received.
+
+    Example:
+
+    >>> from keras_transfer.adaptation import domain
+    >>> domain.check_number("weight", 2, 0.0)
+    2.0
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"{name} must be a number. Received: {name}={value!r}")
     value = float(value)
@@ -199,7 +244,7 @@ class DomainAdaptation(method_lib.TransferMethod):
 
     def __init__(self, target=None, weight=1.0, feature_layer=None, seed=0):
         self.target = check_target(target)
-        self.weight = _number("weight", weight, 0.0)
+        self.weight = check_number("weight", weight, 0.0)
         if feature_layer is not None and not isinstance(feature_layer, str):
             raise ValueError(
                 f"feature_layer must be a layer name or None. Received: feature_layer={feature_layer!r}"

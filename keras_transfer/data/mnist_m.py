@@ -30,7 +30,14 @@ PHOTOS = (
 
 
 def load_photos(names=PHOTOS):
-    """The colour photographs `names` of `skimage.data` as uint8 (H, W, 3) arrays."""
+    """The colour photographs `names` of `skimage.data` as uint8 (H, W, 3) arrays.
+
+    Example:
+
+    >>> from keras_transfer.data import mnist_m
+    >>> [photo.shape for photo in mnist_m.load_photos(("astronaut", "coffee"))]
+    [(512, 512, 3), (400, 600, 3)]
+    """
     import skimage.data
 
     photos = []
