@@ -27,6 +27,10 @@ REGISTERING_MODULES = (
     "keras_transfer.layerwise.discriminative_lr",
     "keras_transfer.layerwise.gradual_unfreezing",
     "keras_transfer.layerwise.partial",
+    "keras_transfer.adaptation.gradient_reversal",
+    "keras_transfer.adaptation.domain",
+    "keras_transfer.adaptation.dann",
+    "keras_transfer.adaptation.coral",
 )
 
 
