@@ -154,6 +154,11 @@ _EXPORTS = {
     "measure_retention": "keras_transfer.forgetting",
     "source_task_model": "keras_transfer.forgetting",
     "pair_layers": "keras_transfer.weight_transfer",
+    "adaptation": "keras_transfer.adaptation",
+    "CORAL": "keras_transfer.adaptation",
+    "DANN": "keras_transfer.adaptation",
+    "GradientReversal": "keras_transfer.adaptation",
+    "coral_loss": "keras_transfer.adaptation",
 }
 
 __all__ = sorted(_EXPORTS)

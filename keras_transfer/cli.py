@@ -73,14 +73,16 @@ def build_parser():
     demo.add_argument(
         "table",
         nargs="?",
-        choices=("budgets", "methods", "forgetting"),
+        choices=("budgets", "methods", "forgetting", "adaptation"),
         default="budgets",
         help="budgets (default): scratch / frozen / fine-tune over label budgets; methods: every "
         "transfer method (bias-only, LoRA, adapters, pruning, distillation, ...) from one CNN "
         "source at 10 labels per class and the whole pool, with trained parameters, time and "
         "exported size (OUTPUT/demo/methods.json); forgetting: naive fine-tuning against L2-SP, "
         "EWC, LwF and replay on MNIST 0-4 -> 5-9, with the source task re-measured after transfer "
-        "(OUTPUT/demo/forgetting.json)",
+        "(OUTPUT/demo/forgetting.json); adaptation: source only vs DANN vs CORAL "
+        "from labelled MNIST to the unlabelled UCI digits and an MNIST-M-style domain, over "
+        "--seeds (default 0,1,2) (OUTPUT/demo/adaptation.json)",
     )
     demo.add_argument("--output", default="saved_models", help="output folder (default: saved_models)")
     demo.add_argument("--sources", default="cnn,mlp", help="source models: cnn, mlp (default: cnn,mlp)")
@@ -91,7 +93,12 @@ def build_parser():
         help="labels per class, comma-separated, 'all' for the whole pool (default: 1,5,10,all; "
         "10,all for the methods table)",
     )
-    demo.add_argument("--seeds", type=_seeds, default=(0, 1), help="seeds to average over (default: 0,1)")
+    demo.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=None,
+        help="seeds to average over (default: 0,1; 0,1,2 for adaptation)",
+    )
     demo.add_argument(
         "--recipe",
         choices=choices.DEMO_RECIPES,
@@ -438,8 +445,21 @@ def _dispatch(args):
             demo_forgetting.run_forgetting_demo(
                 args.output,
                 budgets=args.budgets or ("all", 10),
-                seeds=args.seeds,
+                seeds=args.seeds or (0, 1),
                 settings=settings,
+                smoke=args.smoke,
+                log=log,
+            )
+            return 0
+        if args.table == "adaptation":
+            from keras_transfer import demo_adaptation
+
+            demo_adaptation.run_adaptation_demo(
+                args.output,
+                seeds=args.seeds or (0, 1, 2),
+                settings=demo_adaptation.AdaptationSettings(
+                    **({"epochs": args.epochs} if args.epochs else {})
+                ),
                 smoke=args.smoke,
                 log=log,
             )
@@ -450,7 +470,7 @@ def _dispatch(args):
             demo_methods.run_methods_demo(
                 args.output,
                 budgets=args.budgets or (10, "all"),
-                seeds=args.seeds,
+                seeds=args.seeds or (0, 1),
                 settings=settings,
                 smoke=args.smoke,
                 log=log,
@@ -460,7 +480,7 @@ def _dispatch(args):
             args.output,
             sources=tuple(s.strip() for s in args.sources.split(",")),
             budgets=args.budgets or (1, 5, 10, "all"),
-            seeds=args.seeds,
+            seeds=args.seeds or (0, 1),
             settings=settings,
             smoke=args.smoke,
             # A comparison run reports beside the default one and exports nothing.

@@ -31,6 +31,10 @@ REGISTERING_MODULES = (
     "keras_transfer.forgetting.replay",
     "keras_transfer.forgetting.l2_sp",
     "keras_transfer.forgetting.ewc",
+    "keras_transfer.adaptation.gradient_reversal",
+    "keras_transfer.adaptation.domain",
+    "keras_transfer.adaptation.dann",
+    "keras_transfer.adaptation.coral",
 )
 
 

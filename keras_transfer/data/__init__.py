@@ -1,5 +1,5 @@
 """Data: arrays and tf.data pipelines (`datasets`), augmentation (`augmentation`), image
-decoding (`images`), folders of images (`image_folder`).
+decoding (`images`), folders of images (`image_folder`), the MNIST-M-style domain (`mnist_m`).
 
 The names of `keras_transfer.data` are those of `datasets`."""
 
@@ -17,3 +17,5 @@ from keras_transfer.data.datasets import load_mnist
 from keras_transfer.data.datasets import load_uci_digits
 from keras_transfer.data.datasets import make_dataset
 from keras_transfer.data.datasets import subset_classes
+from keras_transfer.data.mnist_m import load_mnist_m_style
+from keras_transfer.data.mnist_m import mnist_m_style

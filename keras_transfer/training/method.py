@@ -57,6 +57,7 @@ BUILTIN_MODULES = (
     "keras_transfer.parameter_efficient.adapters",
     "keras_transfer.layerwise",
     "keras_transfer.forgetting",
+    "keras_transfer.adaptation",
 )
 
 
