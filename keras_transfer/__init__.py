@@ -144,6 +144,11 @@ _EXPORTS = {
     "export_model": "keras_transfer.workflows",
     "predict_files": "keras_transfer.workflows",
     "train_from_folder": "keras_transfer.workflows",
+    "LRFinderResult": "keras_transfer.training",
+    "find_learning_rate": "keras_transfer.training",
+    "find_learning_rate_from_folder": "keras_transfer.workflows",
+    "LearningCurves": "keras_transfer.evaluation",
+    "learning_curves": "keras_transfer.evaluation",
 }
 
 __all__ = sorted(_EXPORTS)
