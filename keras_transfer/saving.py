@@ -27,6 +27,7 @@ REGISTERING_MODULES = (
     "keras_transfer.layerwise.discriminative_lr",
     "keras_transfer.layerwise.gradual_unfreezing",
     "keras_transfer.layerwise.partial",
+    "keras_transfer.training.lr_finder",
 )
 
 
