@@ -315,9 +315,9 @@ def find_learning_rate(
     >>> x = np.random.rand(64, 28, 28, 1) * 255
     >>> y = (x.mean(axis=(1, 2, 3)) > 127.5).astype(int)
     >>> result = keras_transfer.find_learning_rate(model, (x, y), steps=10, verbose=0)
-    >>> len(result.losses) <= 10, result.learning_rates[0]
+    >>> len(result.losses) <= 10, float(result.learning_rates[0])
     (True, 1e-07)
-    >>> model.optimizer is None
+    >>> getattr(model, "optimizer", None) is None  # restored: still not compiled
     True
     """
     from keras_transfer.training import fit
