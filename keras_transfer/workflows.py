@@ -497,6 +497,22 @@ def find_learning_rate_from_folder(
 
     Returns:
         `training.LRFinderResult`.
+
+    Example:
+
+    >>> import os, tempfile, numpy as np, tensorflow as tf
+    >>> from keras_transfer import workflows
+    >>> root = tempfile.mkdtemp()
+    >>> for label in ("dark", "light"):
+    ...     os.makedirs(os.path.join(root, label))
+    ...     for i in range(6):
+    ...         value = 40 * i if label == "dark" else 255 - 40 * i
+    ...         tf.io.write_file(os.path.join(root, label, f"{i}.png"),
+    ...                          tf.io.encode_png(tf.fill((8, 8, 1), tf.constant(value, tf.uint8))))
+    >>> result = workflows.find_learning_rate_from_folder(
+    ...     root, backbone="mnist_mlp", weights=None, steps=8, log=None)
+    >>> len(result.losses) <= 8 and result.suggestion is not None
+    True
     """
     method, fine = _schedule(method)
     log = log or _quiet

@@ -179,3 +179,18 @@ def test_cli_lr_find_on_a_tiny_image_folder(tmp_path):
     assert "suggested learning rate: " in result.stdout
     assert (tmp_path / "lr.png").stat().st_size > 10_000
     assert not (tmp_path / "saved_models").exists()
+
+
+@pytest.mark.parametrize("method", ["prune", "bias_only"])
+def test_a_method_measures_as_it_trains_and_leaves_no_trace(method):
+    model = keras_transfer.build_classifier("mnist_mlp", 2, weights=None)
+    x = np.random.default_rng(1).random((64, 28, 28, 1)) * 255
+    y = (x.mean(axis=(1, 2, 3)) > 127.5).astype(int)
+    flags = [(v.path, v.trainable, v.constraint) for v in model.variables]
+    layers = [layer.trainable for layer in model._flatten_layers()]
+    weights = [w.copy() for w in model.get_weights()]
+    result = keras_transfer.find_learning_rate(model, (x, y), steps=6, method=method, verbose=0)
+    assert len(result.losses) == 6 and np.isfinite(result.losses).all()
+    assert [(v.path, v.trainable, v.constraint) for v in model.variables] == flags
+    assert [layer.trainable for layer in model._flatten_layers()] == layers
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))

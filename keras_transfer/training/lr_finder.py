@@ -225,6 +225,8 @@ def _snapshot(model):
     optimizer = getattr(model, "optimizer", None)
     return {
         "variables": [(v, np.array(v.numpy(), copy=True)) for v in model.variables],
+        # A method's `prepare` may set constraints (pruning masks) or variable flags.
+        "variable_flags": [(v, v.trainable, v.constraint) for v in model.variables],
         "trainable": [(layer, layer.trainable) for layer in layers],
         "attributes": [(layer, keras_internals.attribute_snapshot(layer)) for layer in layers],
         "optimizer_variables": [(v, np.array(v.numpy(), copy=True)) for v in optimizer.variables]
@@ -239,6 +241,9 @@ def _restore(snapshot):
     for layer, trainable in snapshot["trainable"]:
         if layer.trainable != trainable:
             layer.trainable = trainable
+    for variable, trainable, constraint in snapshot["variable_flags"]:
+        variable.trainable = trainable
+        variable.constraint = constraint
     for variable, value in snapshot["variables"] + snapshot["optimizer_variables"]:
         variable.assign(value)
 
