@@ -12,6 +12,8 @@ then `fine_tune` with the library's recipe for a small source model
 (`training.RECIPES["small"]`: augmentation, label smoothing, cosine decay, at least
 `min_steps` steps), and `evaluate_classifier` on the test split. There is no demo-only
 training loop: what the table shows, `fine_tune(model, (x, y))` gets.
+Each target's table is one `evaluation.learning_curves` call (`run_target`): the same
+code path a user's own learning curves take.
 `results.json` records where the time went (`timings`: data, train_eval, plots, export).
 """
 
