@@ -159,6 +159,11 @@ _EXPORTS = {
     "DANN": "keras_transfer.adaptation",
     "GradientReversal": "keras_transfer.adaptation",
     "coral_loss": "keras_transfer.adaptation",
+    "LRFinderResult": "keras_transfer.training",
+    "find_learning_rate": "keras_transfer.training",
+    "find_learning_rate_from_folder": "keras_transfer.workflows",
+    "LearningCurves": "keras_transfer.evaluation",
+    "learning_curves": "keras_transfer.evaluation",
 }
 
 __all__ = sorted(_EXPORTS)

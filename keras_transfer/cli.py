@@ -127,6 +127,7 @@ def build_parser():
     _add_evaluate(commands)
     _add_export(commands)
     _add_predict(commands)
+    _add_lr_find(commands)
     return parser
 
 
@@ -310,6 +311,34 @@ def _add_predict(commands):
     predict.add_argument("model", help="model.keras, training folder, SavedModel folder or .tflite")
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, GIF, BMP) or folders of them")
     predict.add_argument("--top", type=int, default=3, help="classes per image (default: 3)")
+
+
+def _add_lr_find(commands):
+    lr_find = commands.add_parser(
+        "lr-find",
+        help="learning-rate finder: loss against an exponential ramp of the rate, a suggestion",
+        description="Builds the model `keras-transfer train` would train on DATA (same "
+        "backbone, weights, image size, split and method), runs an exponential ramp of "
+        "the learning rate on the training split, prints the suggested rate (steepest "
+        "descent of the smoothed loss, as fastai) beside the recipe's, and writes the plot.",
+    )
+    lr_find.add_argument("--data", required=True, metavar="DIR", help="class-per-folder image directory")
+    lr_find.add_argument("--backbone", default="resnet50", help="as for train (default: resnet50)")
+    lr_find.add_argument(
+        "--weights", default="imagenet", metavar="imagenet|none|PATH", help="as for train (default: imagenet)"
+    )
+    lr_find.add_argument("--image-size", type=_image_size, help="N or HxW (default: the backbone's size)")
+    lr_find.add_argument("--validation-split", type=float, default=0.2, help="held out (default: 0.2)")
+    lr_find.add_argument("--batch-size", type=int, help="(default: the recipe's, 32)")
+    lr_find.add_argument("--recipe", choices=("auto", *choices.RECIPE_NAMES), default="auto")
+    lr_find.add_argument(
+        "--method", action="append", default=[], metavar="NAME[:KEY=VALUE,...]", help="as for train"
+    )
+    lr_find.add_argument("--steps", type=int, default=100, help="steps of the ramp (default: 100)")
+    lr_find.add_argument("--min-lr", type=float, default=1e-7, help="(default: 1e-7)")
+    lr_find.add_argument("--max-lr", type=float, default=10.0, help="(default: 10)")
+    lr_find.add_argument("--plot", default="lr_find.png", help="plot file (default: lr_find.png)")
+    lr_find.add_argument("--seed", type=int, default=0, help="(default: 0)")
 
 
 def _verbose(args):
@@ -551,6 +580,35 @@ def _run_workflow(args):
         )
         if result.evaluation is not None:
             log(f"accuracy {result.evaluation.accuracy:.4f}; model in {result.run_dir}")
+        return 0
+    if args.command == "lr-find":
+        from keras_transfer import training
+
+        recipe = None if args.recipe == "auto" else args.recipe
+        methods = [training.get_method(text) for text in args.method]
+        if args.batch_size is not None or recipe is not None:
+            fine = next((m for m in methods if isinstance(m, training.FineTune)), None)
+            merged = training.FineTune(
+                recipe or (fine.recipe if fine else None),
+                **{**(fine.overrides if fine else {}), "batch_size": args.batch_size},
+            )
+            methods = [m for m in methods if m is not fine]
+            methods.insert(0, merged)
+        result = workflows.find_learning_rate_from_folder(
+            args.data,
+            backbone=args.backbone,
+            weights=args.weights,
+            method=(methods[0] if len(methods) == 1 else methods) or None,
+            image_size=args.image_size,
+            validation_split=args.validation_split,
+            seed=args.seed,
+            steps=args.steps,
+            min_lr=args.min_lr,
+            max_lr=args.max_lr,
+            plot=args.plot,
+            log=log,
+        )
+        log(f"suggested learning rate: {result.suggestion:.3g}" if result.suggestion else "no suggestion")
         return 0
     if args.command == "evaluate":
         workflows.evaluate_model(args.model, args.data, output=args.output, log=log)

@@ -12,6 +12,8 @@ then `fine_tune` with the library's recipe for a small source model
 (`training.RECIPES["small"]`: augmentation, label smoothing, cosine decay, at least
 `min_steps` steps), and `evaluate_classifier` on the test split. There is no demo-only
 training loop: what the table shows, `fine_tune(model, (x, y))` gets.
+Each target's table is one `evaluation.learning_curves` call (`run_target`): the same
+code path a user's own learning curves take.
 `results.json` records where the time went (`timings`: data, train_eval, plots, export).
 """
 
@@ -29,6 +31,7 @@ from keras_transfer import evaluation
 from keras_transfer import training
 from keras_transfer import weight_transfer
 from keras_transfer import workflows
+from keras_transfer.evaluation import curves as learning_curves_lib
 
 METHODS = ("scratch", "frozen", "fine-tune")
 
@@ -199,73 +202,38 @@ def run_method(method, model, train_data, recipe, *, source=None, seed=None, tra
 
 
 def run_target(source_model, backbone, target, settings, budgets, seeds, log=print, on_run=None):
-    """Scratch / frozen / fine-tune runs on one target; returns {(method, budget): [acc]}."""
+    """Scratch / frozen / fine-tune runs on one target; returns {(method, budget): [acc]}.
+
+    A call of `evaluation.learning_curves` (the one code path for the budgets table)."""
     num_classes = len(target.class_names)
-    model = builders.build_classifier(backbone, num_classes, weights=None)
-    # One random initialisation per seed, shared by every budget and method.
-    initial_by_seed = {}
-    for seed in seeds:
-        keras.utils.set_random_seed(1000 + seed)
-        initial_by_seed[seed] = builders.build_classifier(backbone, num_classes, weights=None).get_weights()
-    results = {}
-    for budget in budgets:
-        for seed in seeds:
-            if budget == "all":
-                x, y = target.pool
-            else:
-                x, y = data.few_shot(*target.pool, budget, seed=seed)
-            for method in METHODS:
-                start = time.time()
-                model.set_weights(initial_by_seed[seed])
-                run_method(method, model, (x, y), settings.recipe, source=source_model, seed=seed)
-                accuracy = evaluation.evaluate_classifier(model, target.test).accuracy
-                results.setdefault((method, budget), []).append(accuracy)
-                log(
-                    f"  {target.title} [{backbone}] {_budget_label(budget)} seed {seed} "
-                    f"{method}: {accuracy:.4f} ({time.time() - start:.1f}s)"
-                )
-                if on_run is not None:
-                    on_run(method, budget, accuracy, model)
-    return results
+    curves = evaluation.learning_curves(
+        lambda: builders.build_classifier(backbone, num_classes, weights=None),
+        target.pool,
+        target.test,
+        methods=METHODS,
+        budgets=budgets,
+        seeds=seeds,
+        source=source_model,
+        recipe=settings.recipe,
+        log=log,
+        title=f"{target.title} [{backbone}]",
+        on_run=on_run,
+    )
+    return curves.accuracies
 
 
-def _budget_label(budget):
-    return "all" if budget == "all" else f"k={budget}"
+_budget_label = learning_curves_lib.budget_label
 
 
 def format_table(rows, budgets):
     """rows: list of (target title, source, {(method, budget): [accuracies]})."""
-    header = f"{'target':<12} {'source':<6} {'labels/class':>12}  " + "  ".join(f"{m:>13}" for m in METHODS)
-    lines = [header, "-" * len(header)]
-    for title, source, results in rows:
-        for budget in budgets:
-            cells = []
-            for method in METHODS:
-                values = results.get((method, budget), [])
-                if not values:
-                    cells.append(f"{'-':>13}")
-                    continue
-                spread = (max(values) - min(values)) / 2
-                cells.append(f"{np.mean(values):>7.3f} ±{spread:.3f}")
-            lines.append(f"{title:<12} {source:<6} {str(budget):>12}  " + "  ".join(cells))
-    return "\n".join(lines)
+    return learning_curves_lib.format_table(rows, budgets, METHODS)
 
 
 def plot_budgets(rows, budgets, path):
-    """Accuracy against labels per class, one panel per (target, source)."""
-    plt = evaluation.pyplot()
-    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.6), squeeze=False)
-    ticks = [str(b) for b in budgets]
-    for ax, (title, source, results) in zip(axes[0], rows):
-        for method in METHODS:
-            means = [np.mean(results[(method, b)]) for b in budgets]
-            ax.plot(ticks, means, marker="o", label=method)
-        ax.set_title(f"{title} ({source} source)")
-        ax.set_xlabel("labelled examples per class")
-        ax.set_ylabel("test accuracy")
-        ax.set_ylim(0, 1)
-        ax.legend()
-    return evaluation.save_figure(fig, path)
+    """Accuracy against labels per class, one panel per (target, source), the seeds'
+    range as a band."""
+    return learning_curves_lib.plot_curves(rows, list(budgets), path, METHODS)
 
 
 def write_results(report_dir, rows, table, log, summary):

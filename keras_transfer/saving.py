@@ -35,6 +35,7 @@ REGISTERING_MODULES = (
     "keras_transfer.adaptation.domain",
     "keras_transfer.adaptation.dann",
     "keras_transfer.adaptation.coral",
+    "keras_transfer.training.lr_finder",
 )
 
 

@@ -496,6 +496,106 @@ def train_from_folder(
     )
 
 
+def find_learning_rate_from_folder(
+    data_dir,
+    *,
+    backbone="resnet50",
+    weights="imagenet",
+    method=None,
+    image_size=None,
+    validation_split=0.2,
+    seed=0,
+    steps=100,
+    min_lr=1e-7,
+    max_lr=10.0,
+    plot=None,
+    log=print,
+):
+    """The learning-rate finder on the model `train_from_folder` would train.
+
+    The model is built exactly as `train_from_folder` builds it (the same backbone
+    resolution, geometry, folder pipeline and split, `build_classifier`, and
+    `method.build`), and measured on the training split (never the validation split)
+    with the recipe's batch size, label smoothing and augmentation: a pretrained
+    backbone's first stage (the head on the frozen backbone) when the recipe has one,
+    else the whole model. Nothing is written but the plot.
+
+    Args:
+        data_dir, backbone, weights, method, image_size, validation_split, seed: as
+            `train_from_folder`'s.
+        steps, min_lr, max_lr: as `training.find_learning_rate`'s.
+        plot: str. Where to save the plot. Defaults to `None`.
+        log: callable for progress lines, or `None`. Defaults to `print`.
+
+    Returns:
+        `training.LRFinderResult`.
+
+    Example:
+
+    >>> import os, tempfile, numpy as np, tensorflow as tf
+    >>> from keras_transfer import workflows
+    >>> root = tempfile.mkdtemp()
+    >>> for label in ("dark", "light"):
+    ...     os.makedirs(os.path.join(root, label))
+    ...     for i in range(6):
+    ...         value = 40 * i if label == "dark" else 255 - 40 * i
+    ...         tf.io.write_file(os.path.join(root, label, f"{i}.png"),
+    ...                          tf.io.encode_png(tf.fill((8, 8, 1), tf.constant(value, tf.uint8))))
+    >>> result = workflows.find_learning_rate_from_folder(
+    ...     root, backbone="mnist_mlp", weights=None, steps=8, log=None)
+    >>> len(result.losses) <= 8 and result.suggestion is not None
+    True
+    """
+    method, fine = _schedule(method)
+    log = log or _quiet
+    weights = _parse_weights(weights)
+    resolved = backbones.resolve_backbone(backbone, weights)
+    backbone = resolved.value
+    shape = _model_geometry(backbone, image_size)
+    keras.utils.set_random_seed(seed)
+    recipe = fine.resolve(backbone)
+    folder = image_folder.image_folder_datasets(
+        data_dir,
+        image_size=shape[:2],
+        channels=shape[2],
+        validation_split=validation_split,
+        seed=seed,
+        batch_size=recipe.batch_size,
+        augment=recipe.augment,
+        verbose=log is not _quiet,
+    )
+    model = builders.build_classifier(backbone, len(folder.class_names), weights=weights, input_shape=shape)
+    model = method.build(model)
+    stage = "the whole model"
+    if resolved.pretrained and recipe.head_epochs:
+        model.get_layer(fine.backbone).trainable = False
+        stage = "the head on the frozen backbone (stage 1)"
+    hooks = [m for m in getattr(method, "methods", [method]) if m is not fine]
+    log(
+        f"LR finder on {stage}: {steps} steps from {min_lr:g} to {max_lr:g}, batch {recipe.batch_size}, "
+        f"label smoothing {recipe.label_smoothing:g}, on the training split."
+    )
+    result = training.find_learning_rate(
+        model,
+        folder.train,
+        min_lr=min_lr,
+        max_lr=max_lr,
+        steps=steps,
+        batch_size=recipe.batch_size,
+        label_smoothing=recipe.label_smoothing,
+        method=hooks or None,
+        seed=seed,
+        plot=plot,
+        verbose=0,
+    )
+    log(result.summary())
+    rate = recipe.head_learning_rate if stage.startswith("the head") else recipe.scratch_learning_rate
+    if resolved.pretrained and not recipe.head_epochs:
+        rate = recipe.learning_rate
+    log(f"the recipe's rate for this stage: {rate:g}" + (f"; plot {plot}" if plot else ""))
+    return result
+
+
 def _calibration_sample(files, shape, seed, size=256):
     """int8 calibration data: a random sample of training images, through tf.data."""
     rng = np.random.default_rng(seed)

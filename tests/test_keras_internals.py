@@ -27,6 +27,8 @@ WRAPS = {
     "set_untracked_attribute": "Layer.__setattr__",
     "instance_call": "`__dict__`",
     "set_call": "Operation.__call__",
+    "attribute_snapshot": "`object.__dict__`",
+    "restore_attributes": "Layer.__setattr__",
 }
 
 
@@ -256,3 +258,17 @@ def test_set_call_and_instance_call():
     result = keras.ops.convert_to_numpy(layer(x))
     _expect("set_call", np.allclose(result, 3.0), f"layer(x) after set_call(None) gave {result}")
     _call("set_call", layer, None)  # nothing to remove: no error
+
+
+def test_attribute_snapshot_and_restore_attributes_undo_compile_and_fit():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    snapshot = _call("attribute_snapshot", model)
+    keys = sorted(model.__dict__)
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=1, verbose=0)
+    _expect("attribute_snapshot", getattr(model, "optimizer", None) is not None, "compile set no optimizer")
+    _call("restore_attributes", model, snapshot)
+    _expect("restore_attributes", sorted(model.__dict__) == keys, "left attributes compile/fit added")
+    _expect("restore_attributes", not model.compiled, "the model is still compiled")
+    _expect("restore_attributes", getattr(model, "optimizer", None) is None, "the optimizer is still set")

@@ -22,6 +22,9 @@ from keras_transfer.training.fit import compile_classifier
 from keras_transfer.training.fit import run_length
 from keras_transfer.training.fit import train
 from keras_transfer.training.fit import training_callbacks
+from keras_transfer.training.lr_finder import ExponentialRamp
+from keras_transfer.training.lr_finder import LRFinderResult
+from keras_transfer.training.lr_finder import find_learning_rate
 from keras_transfer.training.method import Compose
 from keras_transfer.training.method import FitContext
 from keras_transfer.training.method import FitSetup

@@ -108,3 +108,32 @@ def set_call(layer, call):
             object.__delattr__(layer, "call")
     else:
         object.__setattr__(layer, "call", call)
+
+
+# The whole state of a model, for a run that must leave no trace (the learning-rate finder).
+
+
+def attribute_snapshot(obj):
+    """A copy of `obj.__dict__`, lists and dicts copied one level deep (`object.__dict__`).
+
+    Keras keeps a model's compile state (`optimizer`, `_compile_loss`, `_loss_tracker`,
+    `train_function`, `_compile_config`, ...) and TensorFlow its checkpoint
+    dependencies in instance attributes; `restore_attributes` puts them all back.
+    """
+    return {
+        key: (value, list(value) if type(value) is list else dict(value) if type(value) is dict else None)
+        for key, value in obj.__dict__.items()
+    }
+
+
+def restore_attributes(obj, snapshot):
+    """Restores `obj.__dict__` to `snapshot` past `Layer.__setattr__` (no tracking)."""
+    for key in [key for key in obj.__dict__ if key not in snapshot]:
+        object.__delattr__(obj, key)
+    for key, (value, contents) in snapshot.items():
+        if type(contents) is list:
+            value[:] = contents
+        elif type(contents) is dict:
+            value.clear()
+            value.update(contents)
+        object.__setattr__(obj, key, value)
