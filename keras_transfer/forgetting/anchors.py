@@ -78,7 +78,9 @@ def load_source(source, argument="source"):
             )
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No such model file: {path} ({argument}).")
-        return keras.saving.load_model(path, compile=False)
+        from keras_transfer.saving import load_model  # every toolkit class registered
+
+        return load_model(path, compile=False)
     raise ValueError(f"{argument} must be a keras.Model or a .keras file. Received: {argument}={source!r}")
 
 

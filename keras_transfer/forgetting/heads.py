@@ -16,29 +16,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_transfer.forgetting.anchors import load_source  # noqa: F401 (used below, and by lwf/replay)
 from keras_transfer.utils import keras_internals
 
 TARGET = "predictions"  # the output of the target model's own head
 SOURCE = "source_predictions"  # the output of the source-head copy
-
-
-def load_source(source):
-    """A source model as a `keras.Model`: the model itself, or a `.keras` file loaded.
-
-    Raises:
-        ValueError: for anything else (a SavedModel has no layers whose head could be
-            copied), saying what was received.
-    """
-    if isinstance(source, keras.Model):
-        return source
-    if isinstance(source, (str, os.PathLike)) and str(source).endswith(".keras") and os.path.isfile(source):
-        from keras_transfer.saving import load_model
-
-        return load_model(os.fspath(source), compile=False)
-    raise ValueError(
-        "source must be a keras.Model or a .keras file (its head layer is copied; a "
-        f"SavedModel has no layers to copy). Received: source={source!r}"
-    )
 
 
 def check_source(source):
