@@ -24,6 +24,7 @@ from keras_transfer.backbones import hub
 from keras_transfer.data import image_folder
 from keras_transfer.data import images as images_lib
 from keras_transfer.export import tflite as tflite_lib
+from keras_transfer.training import run_folder
 from keras_transfer.utils import checks
 from keras_transfer.utils import choices
 from keras_transfer.utils import files
@@ -169,8 +170,9 @@ def _json_ok(value):
     return True
 
 
-def _run_config(backbone_arg, weights, class_names, shape, pretrained, recipe, method):
+def _run_config(backbone_arg, weights, class_names, shape, pretrained, recipe, method, data=None):
     return {
+        "data": data,
         "method": _recorded_method(method),
         "methods": sorted(m.name for m in getattr(method, "methods", [method])),
         "recipe": dataclasses.asdict(recipe),
@@ -192,46 +194,102 @@ def _backup_epoch(directory):
         return None
 
 
-def _prepare_run_dir(run_dir, config, log):
-    """Compares the run's configuration with the `run.json` of a previous run in
-    `run_dir`; moves stale training state aside (it could not be loaded into this model)
-    and says what a rerun resumes. Writes the new `run.json`."""
-    state = [name for name in _STATE if os.path.exists(os.path.join(run_dir, name))]
-    record = os.path.join(run_dir, RUN_FILE)
-    previous = None
-    if os.path.exists(record):
-        try:
-            with open(record) as handle:
-                previous = json.load(handle)
-        except (OSError, ValueError):
-            previous = {}
+def _differences(previous, config):
+    """What changed from `previous` (a `run.json`, `None` or `{}`) to `config`, as one
+    phrase, or `None` when the saved state may be loaded into this run's model."""
+    if previous is None:
+        return f"no {RUN_FILE} records its configuration"
     # What the saved state must match to be loaded into this model; the recipe and the
     # method's settings (epochs, rates) are recorded but may change between runs (e.g.
     # more epochs on a rerun); which methods run ("methods") may not.
     structural = [key for key in config if key not in ("recipe", "method")]
-    if state and (previous is None or any(previous.get(k) != config[k] for k in structural)):
-        if previous is None:
-            why = f"no {RUN_FILE} records its configuration"
-        else:
-            changed = [key for key in structural if previous.get(key) != config[key]] or ["format"]
-            why = "; ".join(
-                f"{key} {previous.get(key)!r} -> {config[key]!r}"
-                if key != "class_names"
-                else f"classes {len(previous.get(key) or [])} -> {len(config[key])}"
-                + ("" if len(previous.get(key) or []) != len(config[key]) else " (other names)")
-                for key in changed
+    changed = [key for key in structural if previous.get(key) != config[key]]
+    if not changed:
+        return None
+    if not previous:
+        changed = ["format"]
+    return "; ".join(
+        "other data (file list or sizes)"
+        if key == "data"
+        else f"{key} {previous.get(key)!r} -> {config[key]!r}"
+        if key != "class_names"
+        else f"classes {len(previous.get(key) or [])} -> {len(config[key])}"
+        + ("" if len(previous.get(key) or []) != len(config[key]) else " (other names)")
+        for key in changed
+    )
+
+
+def _read_run_file(directory):
+    record = os.path.join(directory, RUN_FILE)
+    if not os.path.exists(record):
+        return None
+    try:
+        with open(record) as handle:
+            previous = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return previous if isinstance(previous, dict) else {}
+
+
+def _move_aside(directory):
+    aside = run_folder.stale_name(directory)
+    if files.is_chief():
+        os.replace(directory, aside)
+    return aside
+
+
+def _pending_dir(run_dir):
+    """Where a run of another configuration trains while `run_dir` holds a finished
+    run: renamed to `run_dir` once it has succeeded."""
+    return run_dir.rstrip(os.sep) + ".next"
+
+
+def _prepare_run_dir(run_dir, config, log):
+    """Where this run trains, after comparing its configuration with the `run.json` of a
+    previous run in `run_dir`, and saying what the rerun does.
+
+    - The same configuration: it trains in `run_dir`, resuming a crash backup (each
+      stage's `best.keras` is replaced only by a better epoch).
+    - Another configuration (data, classes, backbone, ...): its checkpoints could not
+      be loaded into this model. If `run_dir` holds a finished run (`model.keras`), that
+      run stays as it is and usable, and this run trains in `run_dir.next`, swapped in
+      when it has succeeded (`_finish_run_dir`); otherwise the stale state is moved aside
+      (`run_dir.stale`) and this run starts fresh in `run_dir`.
+
+    Writes this run's `run.json` into the folder it trains in, unless a `run.json` of
+    the same structure is there (it is rewritten with the outputs, at the end).
+    Returns that folder.
+    """
+    state = [name for name in (*_STATE, "model.keras") if os.path.exists(os.path.join(run_dir, name))]
+    previous = _read_run_file(run_dir)
+    why = _differences(previous, config) if state else None
+    work_dir = run_dir
+    if why is not None:
+        if os.path.exists(os.path.join(run_dir, "model.keras")):
+            work_dir = _pending_dir(run_dir)
+            log(
+                f"The run in {run_dir} belongs to another configuration ({why}): it stays as it is "
+                f"(and usable) until this run has succeeded; training in {work_dir}."
             )
-        aside = run_dir.rstrip(os.sep) + ".stale"
-        suffix = 1
-        while os.path.exists(aside):
-            suffix += 1
-            aside = f"{run_dir.rstrip(os.sep)}.stale{suffix}"
-        os.replace(run_dir, aside)
-        log(
-            f"The checkpoints in {run_dir} belong to another configuration ({why}): moved them "
-            f"to {aside}; starting fresh."
-        )
-        state = []
+            pending = _read_run_file(work_dir)
+            if os.path.exists(work_dir):
+                again = _differences(pending, config)
+                if again is None:
+                    log(f"Resuming the unfinished run of this configuration in {work_dir}.")
+                else:
+                    aside = _move_aside(work_dir)
+                    log(
+                        f"{work_dir} holds an unfinished run of another configuration ({again}): "
+                        f"moved it to {aside}."
+                    )
+            previous = _read_run_file(work_dir)
+        else:
+            aside = _move_aside(run_dir)
+            log(
+                f"The checkpoints in {run_dir} belong to another configuration ({why}): moved them "
+                f"to {aside}; starting fresh."
+            )
+            previous = None
     elif state:
         done = {name: _backup_epoch(os.path.join(run_dir, name)) for name in ("head", "fine_tune", "all")}
         if config["stages"] == 1 and done["all"] is not None:
@@ -248,7 +306,8 @@ def _prepare_run_dir(run_dir, config, log):
         else:
             log(
                 f"A finished run of the same configuration is in {run_dir}: training again "
-                "(there is no crash backup to resume from)."
+                "(there is no crash backup to resume from); its best checkpoints are replaced "
+                "only by better epochs, its outputs once this run has succeeded."
             )
         before = (previous or {}).get("method")
         if before is not None and before != config["method"]:
@@ -256,15 +315,62 @@ def _prepare_run_dir(run_dir, config, log):
                 f"The method's settings changed since that run ({before} -> {config['method']}): "
                 "training with the new ones."
             )
-    os.makedirs(run_dir, exist_ok=True)
-    with open(record, "w") as handle:
-        json.dump(config, handle, indent=2)
+    if files.is_chief():
+        os.makedirs(work_dir, exist_ok=True)
+    if previous is None or _differences(previous, config) is not None:
+        _write_run_file(work_dir, config)
+    return work_dir
 
 
-def _save_model_atomically(model, path):
-    with files.atomic_path(path) as staging:
-        model.save(staging)
-    return path
+def _write_run_file(directory, config):
+    with files.atomic_path(os.path.join(directory, RUN_FILE)) as staging:
+        with open(staging, "w") as handle:
+            json.dump(config, handle, indent=2)
+
+
+def _finish_run_dir(run_dir, work_dir, log):
+    """Swaps a run trained in `run_dir.next` into `run_dir` (the previous run to
+    `run_dir.stale`), once its outputs are written."""
+    if work_dir == run_dir or not files.is_chief():
+        return
+    aside = None
+    if os.path.exists(run_dir):
+        aside = run_folder.stale_name(run_dir)
+        os.replace(run_dir, aside)
+    os.replace(work_dir, run_dir)
+    log(f"This run is now in {run_dir}" + (f"; the previous run is in {aside}." if aside else "."))
+
+
+def _check_backups(run_dir, name_given):
+    """Refuses a damaged crash backup in any stage folder of the run, before any work."""
+    hint = (
+        "pass another name= (--name) to train into a new folder"
+        if name_given
+        else ("pass name= (--name) to train into a new folder")
+    )
+    for directory in (run_dir, _pending_dir(run_dir)):
+        for stage in ("head", "fine_tune", "all"):
+            run_folder.check_backup(os.path.join(directory, stage, "backup"), hint=hint)
+
+
+def _folder_fingerprint(data_dir, folder):
+    """A hash of the training and validation files (paths relative to `data_dir`,
+    sizes, labels): another data set, or other files in a split, is another run."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in (folder.train_files, folder.validation_files):
+        if part is None:
+            digest.update(b"none;")
+            continue
+        for path, label in zip(part.paths, part.labels):
+            try:
+                size = os.path.getsize(path)
+            except OSError:
+                size = -1
+            digest.update(f"{os.path.relpath(path, data_dir)}|{size}|{int(label)};".encode())
+        digest.update(b"/")
+    return digest.hexdigest()[:16]
 
 
 def train_from_folder(
@@ -354,8 +460,15 @@ def train_from_folder(
     resolved = backbones.resolve_backbone(backbone, weights)
     backbone = resolved.value
     shape = _model_geometry(backbone, image_size)
-    name = name or os.path.basename(os.path.normpath(data_dir))
+    name_given = name is not None
+    if name is None:
+        name = os.path.basename(os.path.normpath(os.path.abspath(data_dir)))
+        what = f"name (from the data folder {data_dir!r}; pass name= / --name)"
+    else:
+        what = "name"
+    checks.safe_name(what, name)
     run_dir = os.path.join(output, name, "train")
+    _check_backups(run_dir, name_given)
     keras.utils.set_random_seed(seed)
     recipe = fine.resolve(backbone)
     batch_size, augment, patience = recipe.batch_size, recipe.augment, recipe.patience
@@ -379,10 +492,20 @@ def train_from_folder(
     )
     model = method.build(model)  # e.g. adapters inserted: the model trained, saved and exported
     pretrained = resolved.pretrained
-    _prepare_run_dir(
-        run_dir, _run_config(backbone_arg, weights, class_names, shape, pretrained, recipe, method), log
+    config = _run_config(
+        backbone_arg,
+        weights,
+        class_names,
+        shape,
+        pretrained,
+        recipe,
+        method,
+        data=_folder_fingerprint(data_dir, folder),
     )
-    export_lib.write_labels(run_dir, class_names)
+    # Checkpoints go to `work_dir` (`run_dir`, or `run_dir.next` beside a finished run of
+    # another configuration); the outputs (model.keras, labels.txt, run.json, reports,
+    # plots) are written there at the end only, once training has succeeded.
+    work_dir = _prepare_run_dir(run_dir, config, log)
     # The folder pipeline yields the same decoded images every epoch unless it augments,
     # so a frozen backbone's features can be computed once (stage 1).
     train_kwargs = dict(verbose=verbose, feature_cache=not augment)
@@ -407,7 +530,7 @@ def train_from_folder(
             f"label smoothing {recipe.label_smoothing:g}, at least {recipe.min_steps} steps "
             f"per stage. Checkpoints in {run_dir}."
         )
-        history = method.run(model, folder.train, folder.validation, workdir=run_dir, **train_kwargs)
+        history = method.run(model, folder.train, folder.validation, workdir=work_dir, **train_kwargs)
     else:
         rate = recipe.learning_rate if "learning_rate" in fine.overrides else recipe.scratch_learning_rate
         hooks = [m for m in getattr(method, "methods", [method]) if m is not fine]
@@ -439,7 +562,7 @@ def train_from_folder(
             label_smoothing=recipe.label_smoothing,
             cosine=recipe.cosine,
             min_steps=recipe.min_steps,
-            workdir=os.path.join(run_dir, "all"),
+            workdir=os.path.join(work_dir, "all"),
             recalibrate_batchnorm=False,
             callbacks=recalibration,
             patience=patience,
@@ -454,8 +577,6 @@ def train_from_folder(
                 "--patience 0 turns early stopping off)."
             )
     model = method.finalize(model)
-    model_path = _save_model_atomically(model, os.path.join(run_dir, "model.keras"))
-    log(f"saved {model_path}")
 
     if test_dir is not None:
         eval_data = load_labelled_folder(test_dir, model, class_names, log=log)
@@ -466,11 +587,22 @@ def train_from_folder(
     else:
         eval_data = None
     evaluation = None
-    if eval_data is not None:
-        evaluation = report_evaluation(model, eval_data, class_names, run_dir, title=eval_title, log=log)
-        evaluation_lib.plot_history(
-            history, os.path.join(run_dir, "learning_curves.png"), title=f"{name}: {model.name}"
-        )
+    # Every output is written to a staging folder and moved in when all are written: an
+    # interrupted or failed end leaves the previous run's outputs as they were.
+    with files.atomic_path(work_dir, is_dir=True) as staging:
+        model.save(os.path.join(staging, "model.keras"))
+        export_lib.write_labels(staging, class_names)
+        _write_run_file(staging, config)
+        if eval_data is not None:
+            evaluation = report_evaluation(
+                model, eval_data, class_names, staging, title=eval_title, log=log, shown_as=run_dir
+            )
+            evaluation_lib.plot_history(
+                history, os.path.join(staging, "learning_curves.png"), title=f"{name}: {model.name}"
+            )
+    _finish_run_dir(run_dir, work_dir, log)
+    model_path = os.path.join(run_dir, "model.keras")
+    log(f"saved {model_path}")
     exported = None
     if export:
         calibration = _calibration_sample(folder.train_files, shape, seed) if tflite else None
@@ -661,8 +793,10 @@ def load_labelled_folder(directory, model, class_names, log=print):
     return loaded.x, loaded.y
 
 
-def report_evaluation(model, data, class_names, directory, title="evaluation data", log=print):
-    """Evaluates, prints the report and writes report.txt, metrics.json and confusion.png."""
+def report_evaluation(model, data, class_names, directory, title="evaluation data", log=print, shown_as=None):
+    """Evaluates, prints the report and writes report.txt, metrics.json and confusion.png
+    (to `directory`; the log line names `shown_as` instead when given, e.g. the final
+    folder of a staging one)."""
     log = log or _quiet
     result = evaluation_lib.evaluate_classifier(model, data, class_names=class_names)
     log(f"Evaluation on the {title}:\n{result}")
@@ -674,7 +808,7 @@ def report_evaluation(model, data, class_names, directory, title="evaluation dat
             {"accuracy": result.accuracy, "report": result.report_dict, "data": title}, handle, indent=2
         )
     evaluation_lib.plot_confusion_matrix(result, os.path.join(directory, "confusion.png"))
-    log(f"wrote report.txt, metrics.json and confusion.png to {directory}")
+    log(f"wrote report.txt, metrics.json and confusion.png to {shown_as or directory}")
     return result
 
 

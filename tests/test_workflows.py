@@ -324,11 +324,14 @@ def test_rerun_resumes_or_starts_fresh_on_another_configuration(mnist, tmp_path)
     assert "The method's settings changed since that run" in out and "'epochs': 3" in out
     assert "Epoch 3/3" in out and "Epoch 1/3" not in out
 
-    # Another backbone: the old state is moved aside, not loaded into the new model.
+    # Another backbone: the old run is not loaded into the new model, and stays in place
+    # until the new run has succeeded; then it is moved aside.
     out = _run(["train", "--backbone", "mnist_cnn", "--epochs", "1", *common])
-    assert "belong to another configuration (backbone 'mnist_mlp' -> 'mnist_cnn')" in out
-    assert f"moved them to {run_dir}.stale; starting fresh" in out
+    assert "belongs to another configuration (backbone 'mnist_mlp' -> 'mnist_cnn')" in out
+    assert f"training in {run_dir}.next" in out
+    assert f"This run is now in {run_dir}; the previous run is in {run_dir}.stale." in out
     assert os.path.exists(os.path.join(run_dir + ".stale", "run.json"))
+    assert not os.path.exists(run_dir + ".next")
 
     # Other classes (a crash backup of a 3-class model, now 2 classes): fresh again.
     os.makedirs(os.path.join(run_dir, "all", "backup"), exist_ok=True)
@@ -340,7 +343,7 @@ def test_rerun_resumes_or_starts_fresh_on_another_configuration(mnist, tmp_path)
 
     shutil.rmtree(os.path.join(small, "two"))
     out = _run(["train", "--backbone", "mnist_cnn", "--epochs", "1", *common])
-    assert "classes 3 -> 2" in out and f"moved them to {run_dir}.stale2" in out
+    assert "classes 3 -> 2" in out and f"the previous run is in {run_dir}.stale2" in out
     assert workflows.load_trained(run_dir)[1] == ["one", "zero"]
 
 

@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras_transfer import freezing
 from keras_transfer.backbones import resolve_backbone
 from keras_transfer.training import method as method_lib
+from keras_transfer.training import run_folder
 from keras_transfer.training.fit import train
 from keras_transfer.utils import checks
 from keras_transfer.utils import files
@@ -348,6 +349,19 @@ class FineTune(method_lib.TransferMethod):
 
         freezing.freeze(body)
         if recipe.head_epochs > 0:
+            if head_path and os.path.exists(head_path):
+                stale = run_folder.stage_one_mismatch(
+                    head_path, stage_dir("head"), model, train_data, validation_data
+                )
+                if stale is not None:
+                    aside = run_folder.stale_name(head_path)
+                    if files.is_chief():
+                        os.replace(head_path, aside)
+                    if verbose:
+                        print(
+                            f"Stage 1 trained again: {head_path} is from another run ({stale}); "
+                            f"moved it to {aside}."
+                        )
             if head_path and os.path.exists(head_path):
                 model.load_weights(head_path)
                 if verbose:

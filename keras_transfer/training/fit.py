@@ -13,6 +13,7 @@ from keras_transfer.losses import SparseCategoricalCrossentropy
 from keras_transfer.losses import WithPenalties
 from keras_transfer.training import feature_cache as cache_lib
 from keras_transfer.training import method as method_lib
+from keras_transfer.training import run_folder
 from keras_transfer.training.batchnorm import ChanceLevelWarning
 from keras_transfer.training.batchnorm import RecalibrateBatchNorm
 from keras_transfer.training.batchnorm import batchnorm_layers
@@ -77,8 +78,15 @@ def compile_classifier(
     return model
 
 
-def training_callbacks(workdir=None, *, patience=None, monitor="val_loss"):
+def training_callbacks(workdir=None, *, patience=None, monitor="val_loss", run=None, log=None):
     """Early stopping, the best checkpoint and crash-resume, as Keras callbacks.
+
+    With a `workdir`, the folder's `checkpoint.json` says what run wrote its
+    `best.keras` and `backup/` (see `keras_transfer.training.run_folder`): a run of the
+    same data and model resumes from the backup, or trains again with the checkpoint's
+    best to beat, so a worse run never replaces a better `best.keras`; a run of other
+    data, another model or class count moves the folder aside (`<workdir>.stale`) and
+    starts fresh; a damaged backup is refused. `log` says which.
 
     Args:
         workdir: str. Where `best.keras` and the `backup/` of `BackupAndRestore` go.
@@ -86,6 +94,10 @@ def training_callbacks(workdir=None, *, patience=None, monitor="val_loss"):
         patience: int. Epochs without improvement of `monitor` before stopping (the
             best weights are restored). `None` disables early stopping.
         monitor: str. Defaults to `"val_loss"`.
+        run: dict. What this run is (`run_folder.describe(model, train_data,
+            validation_data)`); `train` passes it. Without it the folder's record is
+            not checked and the checkpoint starts with no best to beat.
+        log: callable for the decision line, or `None`. Defaults to `None`.
 
     Returns:
         A list of `keras.callbacks.Callback`.
@@ -94,7 +106,7 @@ def training_callbacks(workdir=None, *, patience=None, monitor="val_loss"):
 
     >>> import keras_transfer
     >>> [type(c).__name__ for c in keras_transfer.training_callbacks("/tmp/run", patience=3)]
-    ['EarlyStopping', 'ModelCheckpoint', 'BackupAndRestore']
+    ['EarlyStopping', 'BestCheckpoint', 'BackupAndRestore']
     """
     callbacks = []
     if patience is not None:
@@ -102,10 +114,15 @@ def training_callbacks(workdir=None, *, patience=None, monitor="val_loss"):
             keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
         )
     if workdir is not None:
-        os.makedirs(workdir, exist_ok=True)
+        best = None
+        if run is not None:
+            best = run_folder.prepare_workdir(workdir, run, monitor, log)
+        else:
+            run_folder.check_backup(os.path.join(workdir, "backup"))
+            os.makedirs(workdir, exist_ok=True)
         callbacks.append(
-            keras.callbacks.ModelCheckpoint(
-                os.path.join(workdir, "best.keras"), monitor=monitor, save_best_only=True
+            run_folder.BestCheckpoint(
+                os.path.join(workdir, "best.keras"), monitor=monitor, initial_value_threshold=best
             )
         )
         callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")))
@@ -368,7 +385,10 @@ def train(
     elif steps_per_execution == "auto" and model.steps_per_execution > 1:
         steps_per_execution = model.steps_per_execution  # the caller's own choice
     monitor = "val_loss" if validation_data is not None else "loss"
-    all_callbacks = training_callbacks(workdir, patience=patience, monitor=monitor) + list(callbacks)
+    run = None if workdir is None else run_folder.describe(model, train_data, validation_data)
+    all_callbacks = training_callbacks(
+        workdir, patience=patience, monitor=monitor, run=run, log=print if verbose else None
+    ) + list(callbacks)
     if method is not None:
         all_callbacks += method.callbacks(model)
     penalties = method.penalties(model) if method is not None else []

@@ -17,6 +17,7 @@ Example:
 """
 
 import numbers
+import os
 
 import numpy as np
 
@@ -63,4 +64,32 @@ def one_of(name, value, choices):
     only where `choices` says so)."""
     if not any(value is choice or (type(value) is type(choice) and value == choice) for choice in choices):
         raise ValueError(f"{name} must be one of {tuple(choices)}. Received: {name}={value!r}")
+    return value
+
+
+def safe_name(name, value):
+    """`value` as a `str` that names one entry inside a folder: not empty, no path
+    separator (`/`, or `\\` on Windows), not `.` or `..`, not an absolute path, so
+    `os.path.join(folder, value)` stays inside `folder`.
+
+    Example:
+
+    >>> from keras_transfer.utils import checks
+    >>> checks.safe_name("name", "flowers")
+    'flowers'
+    >>> try:
+    ...     checks.safe_name("name", "../../x")
+    ... except ValueError as error:
+    ...     print(str(error).split(". ")[-1])
+    Received: name='../../x'
+    """
+    separators = {"/", "\\"}
+    ok = isinstance(value, str) and value.strip() != "" and value not in (".", "..")
+    ok = ok and not any(sep in value for sep in separators) and not os.path.isabs(value)
+    ok = ok and "\0" not in value and os.path.normpath(value) == value
+    if not ok:
+        raise ValueError(
+            f"{name} must be a plain folder name (no '/' or '\\', not '..', not absolute, not empty), "
+            f"so the output stays inside its folder. Received: {name}={value!r}"
+        )
     return value
