@@ -442,7 +442,147 @@ def main(argv=None):
         return _dispatch(args)
 
 
+class _BadArgument(Exception):
+    """A command-line argument refused before any work (exit code 2, as argparse)."""
+
+
+def _bad(flag, value, expected):
+    raise _BadArgument(f"{flag} must be {expected}. Received: {flag} {value}")
+
+
+def _check_int(flag, value, minimum):
+    if value is not None and value < minimum:
+        _bad(flag, value, "a positive integer" if minimum == 1 else f"an integer >= {minimum}")
+
+
+def _check_rate(flag, value):
+    if value is not None and not (value > 0 and value < float("inf")):
+        _bad(flag, value, "a positive learning rate (a number > 0)")
+
+
+def _check_fraction(flag, value, *, high_open=False):
+    if value is not None and not (0.0 <= value and (value < 1.0 if high_open else value <= 1.0)):
+        _bad(flag, value, f"a fraction in [0, 1{')' if high_open else ']'}")
+
+
+def _check_data_dir(flag, path):
+    """A class-per-folder directory: exists, is a folder, has a sub-folder."""
+    if path is None:
+        return
+    if not os.path.exists(path):
+        raise _BadArgument(f"{flag} {path}: no such folder (expected DIR/<class name>/<images>).")
+    if not os.path.isdir(path):
+        raise _BadArgument(
+            f"{flag} {path} is a file: {flag} takes a folder with one sub-folder per class "
+            "(DIR/<class name>/<images>)."
+        )
+    if not any(entry.is_dir() for entry in os.scandir(path)):
+        raise _BadArgument(
+            f"{flag} {path} has no class folders: expected one sub-folder per class "
+            "(DIR/<class name>/<images>)."
+        )
+
+
+def _check_weights(value):
+    if value is None or str(value).lower() in ("imagenet", "none", "random"):
+        return
+    if not os.path.exists(value):
+        raise _BadArgument(
+            f"--weights {value}: no such file. --weights takes imagenet, none, or a .weights.h5 "
+            "file saved from that backbone."
+        )
+
+
+def _check_name(value):
+    if value is None:
+        return
+    from keras_transfer.utils import checks
+
+    try:
+        checks.safe_name("--name", value)
+    except ValueError:
+        raise _BadArgument(
+            "--name must be a plain folder name inside --output (no '/' or '\\', not '..', not "
+            f"absolute, not empty). Received: --name {value!r}"
+        ) from None
+
+
+def _check_output(value):
+    if value is not None and os.path.exists(value) and not os.path.isdir(value):
+        raise _BadArgument(f"--output {value} is a file: it must be a folder (created if missing).")
+
+
+def _check_arguments(args):
+    """Refuses bad arguments of `train`, `lr-find`, `evaluate`, `export`, `predict`
+    before any work (a `_BadArgument` with one line)."""
+    command = args.command
+    if command in ("train", "lr-find", "evaluate"):
+        _check_data_dir("--data", args.data)
+    if command in ("train", "lr-find"):
+        _check_weights(args.weights)
+        _check_fraction("--validation-split", args.validation_split, high_open=True)
+        _check_int("--batch-size", args.batch_size, 1)
+    if command == "train":
+        _check_data_dir("--test-data", args.test_data)
+        _check_output(args.output)
+        _check_name(args.name)
+        _check_int("--head-epochs", args.head_epochs, 0)
+        if args.epochs is not None and args.epochs < 1 and not (args.epochs == 0 and args.head_epochs):
+            _bad(
+                "--epochs",
+                args.epochs,
+                "a positive integer (0 only with --head-epochs N for a pretrained backbone: the head alone)",
+            )
+        _check_rate("--lr", args.lr)
+        _check_rate("--head-lr", args.head_lr)
+        _check_fraction("--unfreeze-fraction", args.unfreeze_fraction)
+        _check_int("--min-steps", args.min_steps, 0)
+        _check_int("--patience", args.patience, 0)
+        _check_backups(args)
+    if command == "lr-find":
+        _check_int("--steps", args.steps, 1)
+        _check_rate("--min-lr", args.min_lr)
+        _check_rate("--max-lr", args.max_lr)
+        if args.max_lr <= args.min_lr:
+            _bad("--max-lr", args.max_lr, f"above --min-lr {args.min_lr}")
+    if command == "export":
+        _check_output(args.output)
+        _check_name(args.name)
+        _check_data_dir("--data", args.data)
+        _check_int("--version", args.version, 1)
+        if args.version is not None:
+            from keras_transfer import workflows
+
+            name = args.name or workflows.default_name(args.model)
+            _check_name(name)
+            path = os.path.join(args.output, name, str(args.version))
+            if os.path.exists(path):
+                raise _BadArgument(
+                    f"--version {args.version}: {path} exists already (an export is never "
+                    "overwritten): pass another --version, or none for the next one."
+                )
+    if command == "predict":
+        _check_int("--top", args.top, 1)
+
+
+def _check_backups(args):
+    """A damaged crash backup in the run folder is refused before the folder scan."""
+    from keras_transfer import workflows
+
+    name = args.name or os.path.basename(os.path.normpath(os.path.abspath(args.data)))
+    run_dir = os.path.join(args.output, name, "train")
+    try:
+        workflows.check_run_folder(run_dir, name_given=args.name is not None)
+    except ValueError as error:
+        raise _BadArgument(_one_line(error).replace("name= (--name)", "--name")) from None
+
+
 def _dispatch(args):
+    try:
+        _check_arguments(args)
+    except _BadArgument as error:
+        print(f"keras-transfer {args.command}: error: {error}", file=sys.stderr)
+        return 2
     if args.command == "methods":
         from keras_transfer.training import method
 

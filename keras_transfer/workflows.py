@@ -341,6 +341,14 @@ def _finish_run_dir(run_dir, work_dir, log):
     log(f"This run is now in {run_dir}" + (f"; the previous run is in {aside}." if aside else "."))
 
 
+def check_run_folder(run_dir, *, name_given=True):
+    """Refuses a damaged crash backup in any stage folder of the training run folder
+    `run_dir` (`<output>/<name>/train`, or its `.next`), before any work: a
+    `ValueError` naming the file and what to do. `keras-transfer train` and
+    `train_from_folder` call it first."""
+    _check_backups(run_dir, name_given)
+
+
 def _check_backups(run_dir, name_given):
     """Refuses a damaged crash backup in any stage folder of the run, before any work."""
     hint = (
@@ -451,6 +459,14 @@ def train_from_folder(
     """
     method, fine = _schedule(method)
     _recorded_method(method)  # a setting run.json cannot record is refused before any work
+    name_given = name is not None
+    if name is None:
+        name = os.path.basename(os.path.normpath(os.path.abspath(data_dir)))
+        what = f"name (from the data folder {data_dir!r}; pass name= / --name)"
+    else:
+        what = "name"
+    checks.safe_name(what, name)  # nothing is written outside `output`
+    _check_backups(os.path.join(output, name, "train"), name_given)
     tflite = () if isinstance(export, bool) else tuple(export)
     verbose = "auto" if log is not None else 0
     scan_verbose = log is not None
@@ -460,15 +476,7 @@ def train_from_folder(
     resolved = backbones.resolve_backbone(backbone, weights)
     backbone = resolved.value
     shape = _model_geometry(backbone, image_size)
-    name_given = name is not None
-    if name is None:
-        name = os.path.basename(os.path.normpath(os.path.abspath(data_dir)))
-        what = f"name (from the data folder {data_dir!r}; pass name= / --name)"
-    else:
-        what = "name"
-    checks.safe_name(what, name)
     run_dir = os.path.join(output, name, "train")
-    _check_backups(run_dir, name_given)
     keras.utils.set_random_seed(seed)
     recipe = fine.resolve(backbone)
     batch_size, augment, patience = recipe.batch_size, recipe.augment, recipe.patience
@@ -528,7 +536,7 @@ def train_from_folder(
         log(
             f"Recipe for a {resolved.recipe} backbone. {stages}; cosine decay, "
             f"label smoothing {recipe.label_smoothing:g}, at least {recipe.min_steps} steps "
-            f"per stage. Checkpoints in {run_dir}."
+            f"per stage. Checkpoints in {work_dir}."
         )
         history = method.run(model, folder.train, folder.validation, workdir=work_dir, **train_kwargs)
     else:
@@ -538,7 +546,7 @@ def train_from_folder(
             f"Randomly initialised backbone: training everything in one stage for "
             f"{recipe.epochs} epochs at {rate:g} (cosine decay, label smoothing "
             f"{recipe.label_smoothing:g}, at least {recipe.min_steps} steps; no head stage, so "
-            f"head_epochs/--head-epochs is not used). Checkpoints in {run_dir}."
+            f"head_epochs/--head-epochs is not used). Checkpoints in {work_dir}."
         )
         # BatchNorm from random weights in a short run: its moving statistics would stay
         # near their initial values (a chance-level model in inference mode and in every
