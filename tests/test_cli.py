@@ -284,6 +284,7 @@ def test_verbose_shows_what_is_hidden_by_default(tmp_path):
 def test_library_oserror_and_runtimeerror_are_one_line_errors(monkeypatch, capsys, tmp_path):
     from keras_transfer import workflows
 
+    (tmp_path / "a_class").mkdir()  # past the argument checks
     for error in (
         PermissionError(13, "Permission denied", str(tmp_path / "x")),
         RuntimeError("the converter failed\nwith details\non three lines"),
@@ -316,4 +317,5 @@ def test_train_flags_set_the_fine_tune_methods_fields(tmp_path):
     assert method == training.FineTune(epochs=2, batch_size=32)
     methods = cli._train_method(parse([*common, "--method", "feature_cache", "--no-augment"]))
     assert methods == [training.FineTune(batch_size=32, patience=3, augment=False), training.FeatureCache()]
+    (tmp_path / "a_class").mkdir()  # past the argument checks
     assert cli.main([*common, "--method", "lora"]) == 1

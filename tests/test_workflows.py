@@ -177,12 +177,14 @@ def test_predict_a_folder_predicts_every_image_under_it(trained, digits_dir, tmp
 
 
 def test_too_small_image_size_is_refused_before_the_scan(capsys, tmp_path):
+    # A class folder without images: a scan would fail on it; the size is refused first.
+    (tmp_path / "unscanned" / "a").mkdir(parents=True)
     assert (
         cli.main(
             [
                 "train",
                 "--data",
-                str(tmp_path / "missing"),
+                str(tmp_path / "unscanned"),
                 "--backbone",
                 "mnist_cnn",
                 "--weights",
@@ -194,7 +196,7 @@ def test_too_small_image_size_is_refused_before_the_scan(capsys, tmp_path):
         == 1
     )
     err = capsys.readouterr().err
-    assert "--image-size" in err and "at least 10x10" in err and "missing" not in err
+    assert "--image-size" in err and "at least 10x10" in err and "unscanned" not in err
 
 
 def test_weights_given_a_whole_model_says_what_weights_takes(trained, digits_dir, capsys):
@@ -403,7 +405,7 @@ def test_clear_errors(tmp_path, capsys):
         cli.main(
             ["train", "--data", str(tmp_path / "missing"), "--backbone", "mnist_cnn", "--weights", "none"]
         )
-        == 1
+        == 2  # refused with the other arguments, before any work
     )
     assert "missing" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="No Keras model"):
