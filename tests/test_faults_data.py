@@ -42,7 +42,7 @@ def test_train_dataset_label_out_of_range(arrays, model):
     bad = y.copy()
     bad[5] = 7
     before = model.get_weights()
-    with pytest.raises(ValueError, match=r"train_data has labels outside \[0, 3\): \[7\] \(1 of 32"):
+    with pytest.raises(ValueError, match=r"Labels must be in \[0, 3\); found \[7\] in train_data \(1 of 32"):
         keras_transfer.train(model, _dataset(x, bad), epochs=1, verbose=0)
     assert _weights_equal(before, model.get_weights())
 
@@ -50,7 +50,7 @@ def test_train_dataset_label_out_of_range(arrays, model):
 @pytest.mark.fault("D02")
 def test_validation_dataset_label_out_of_range(arrays, model):
     x, y = arrays
-    with pytest.raises(ValueError, match=r"validation_data has labels outside \[0, 3\): \[-1, 3\]"):
+    with pytest.raises(ValueError, match=r"Labels must be in \[0, 3\); found \[-1, 3\] in validation_data"):
         keras_transfer.train(model, (x, y), _dataset(x[:4], np.array([0, -1, 3, 1])), epochs=1, verbose=0)
 
 
@@ -69,7 +69,7 @@ def test_evaluation_dataset_label_out_of_range(arrays, model):
     x, y = arrays
     bad = y.copy()
     bad[0] = 4
-    with pytest.raises(ValueError, match=r"data has labels outside \[0, 3\): \[4\]"):
+    with pytest.raises(ValueError, match=r"Labels must be in \[0, 3\); found \[4\] in data "):
         keras_transfer.evaluate_classifier(model, _dataset(x, bad))
 
 
@@ -165,7 +165,7 @@ def test_duplicate_class_names(arrays, model):
 @pytest.mark.fault("D12")
 def test_prescaled_array_pixels_warn(arrays, model):
     x, y = arrays
-    with pytest.warns(data_lib.PrescaledPixelsWarning, match=r"looks scaled to \[0, 1\].*pass 0-255 pixels"):
+    with pytest.warns(data_lib.PrescaledPixelsWarning, match=r"train_data images: the pixels look scaled to \[0, 1\].*pass 0-255 pixels"):
         keras_transfer.train(model, (x / 255.0, y), epochs=1, verbose=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", data_lib.PrescaledPixelsWarning)
@@ -175,7 +175,7 @@ def test_prescaled_array_pixels_warn(arrays, model):
 @pytest.mark.fault("D13")
 def test_prescaled_dataset_pixels_warn_on_first_batch(arrays, model):
     x, y = arrays
-    with pytest.warns(data_lib.PrescaledPixelsWarning, match=r"data images looks scaled to \[0, 1\]"):
+    with pytest.warns(data_lib.PrescaledPixelsWarning, match=r"data images: the pixels look scaled to \[0, 1\]"):
         keras_transfer.evaluate_classifier(model, _dataset(x / 255.0, y))
 
 

@@ -15,7 +15,7 @@ Example:
 >>> validation.check_labels_anywhere(ds, 3, "train_data")
 Traceback (most recent call last):
 ...
-ValueError: train_data has labels outside [0, 3): [5] (1 of 4 labels). Labels must be integer class ids in [0, num_classes). Received: num_classes=3
+ValueError: Labels must be in [0, 3); found [5] in train_data (1 of 4 labels are outside). Received: num_classes=3
 """
 
 import warnings
@@ -63,9 +63,8 @@ def _labels_problem(y, num_classes, name):
             bad = np.unique(y[outside])[:_MAX_SHOWN]
             bad = bad.astype(np.int64).tolist() if np.issubdtype(y.dtype, np.floating) else bad.tolist()
             return (
-                f"{name} has labels outside [0, {num_classes}): {bad} ({int(outside.sum())} of "
-                f"{y.size} labels). Labels must be integer class ids in [0, num_classes). "
-                f"Received: num_classes={num_classes}"
+                f"Labels must be in [0, {num_classes}); found {bad} in {name} ({int(outside.sum())} "
+                f"of {y.size} labels are outside). Received: num_classes={num_classes}"
             )
     return None
 
@@ -237,7 +236,7 @@ def warn_if_prescaled(model, data, name="x"):
     top = float(np.max(x))
     if 0.0 < top <= 1.0:
         warnings.warn(
-            f"{name} looks scaled to [0, 1] (its largest pixel is {top:.3g}), but model "
+            f"{name}: the pixels look scaled to [0, 1] (the largest is is {top:.3g}), but model "
             f"{model.name!r} expects raw 0-255 pixels (its preprocessing layer scales them): "
             "pass 0-255 pixels (e.g. x * 255), or the model sees near-black images.",
             PrescaledPixelsWarning,

@@ -8,7 +8,7 @@ Example:
 >>> model.compile("sgd", "mse")
 >>> x = np.array([[1.0, 2.0], [np.inf, 1.0]])
 >>> try:
-...     model.fit(x, np.zeros(2), batch_size=1, verbose=0, callbacks=[StopOnNonFiniteLoss()])
+...     model.fit(x, np.zeros(2), batch_size=1, shuffle=False, verbose=0, callbacks=[StopOnNonFiniteLoss()])
 ... except keras_transfer.errors.TrainingDiverged as error:
 ...     print(error.epoch, error.step)
 1 1
