@@ -165,7 +165,8 @@ def test_duplicate_class_names(arrays, model):
 @pytest.mark.fault("D12")
 def test_prescaled_array_pixels_warn(arrays, model):
     x, y = arrays
-    with pytest.warns(data_lib.PrescaledPixelsWarning, match=r"train_data images: the pixels look scaled to \[0, 1\].*pass 0-255 pixels"):
+    match = r"train_data images: the pixels look scaled to \[0, 1\].*pass 0-255 pixels"
+    with pytest.warns(data_lib.PrescaledPixelsWarning, match=match):
         keras_transfer.train(model, (x / 255.0, y), epochs=1, verbose=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", data_lib.PrescaledPixelsWarning)
@@ -175,7 +176,8 @@ def test_prescaled_array_pixels_warn(arrays, model):
 @pytest.mark.fault("D13")
 def test_prescaled_dataset_pixels_warn_on_first_batch(arrays, model):
     x, y = arrays
-    with pytest.warns(data_lib.PrescaledPixelsWarning, match=r"data images: the pixels look scaled to \[0, 1\]"):
+    match = r"data images: the pixels look scaled to \[0, 1\]"
+    with pytest.warns(data_lib.PrescaledPixelsWarning, match=match):
         keras_transfer.evaluate_classifier(model, _dataset(x / 255.0, y))
 
 

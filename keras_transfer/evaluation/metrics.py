@@ -1,8 +1,7 @@
 """Accuracy, classification report and confusion matrix of a classifier (`Evaluation`)."""
 
-import dataclasses
-
 import collections
+import dataclasses
 
 import numpy as np
 import tensorflow as tf

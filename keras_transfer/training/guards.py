@@ -65,11 +65,12 @@ class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
                 f" (the loss is logged every {every} steps: it went bad in steps {batch - every + 1}-{batch})"
             )
         self.diverged = (self._epoch + 1, batch, loss)
+        last = "the start of the run" if self._epoch == 0 else f"epoch {self._epoch}"
         raise TrainingDiverged(
             f"The training loss became {loss} at {where}. The model is back at its weights "
-            f"of the last good epoch ({'the start of the run' if self._epoch == 0 else f'epoch {self._epoch}'})"
-            "; nothing after it was saved. Lower the learning rate, check the data for extreme "
-            "values, or clip gradients (optimizer=keras.optimizers.Adam(..., clipnorm=1.0)).",
+            f"of the last good epoch ({last}); nothing after it was saved. Lower the learning rate, "
+            "check the data for extreme values, or clip gradients "
+            "(optimizer=keras.optimizers.Adam(..., clipnorm=1.0)).",
             epoch=self._epoch + 1,
             step=batch,
             loss=loss,
