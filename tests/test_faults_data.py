@@ -150,19 +150,31 @@ def test_loss_becomes_nan_mid_run(arrays, model, tmp_path):
 
 
 @pytest.mark.fault("D10")
+def test_loss_becomes_nan_on_the_feature_cache_path(arrays):
+    x, y = arrays
+    model = keras_transfer.build_classifier("mnist_cnn", 3, weights=None, freeze_backbone=True)
+    breaker = _BreakAtEpoch(at=1)
+    with pytest.raises(TrainingDiverged, match=r"at epoch 2, step 1 \(the loss is logged every 2 steps"):
+        keras_transfer.train(
+            model, (x, y), epochs=3, batch_size=8, callbacks=[breaker], verbose=0, steps_per_execution=2
+        )
+    assert _weights_equal(breaker.saved[0], model.get_weights())
+
+
+@pytest.mark.fault("D11")
 def test_one_class_softmax():
     with pytest.raises(ValueError, match=r"num_classes=1 with a softmax head .* use num_classes=2"):
         keras_transfer.build_classifier("mnist_mlp", 1, weights=None)
 
 
-@pytest.mark.fault("D11")
+@pytest.mark.fault("D12")
 def test_duplicate_class_names(arrays, model):
     x, y = arrays
     with pytest.raises(ValueError, match=r"class_names must be unique; 'cat' appears 2 times"):
         keras_transfer.evaluate_classifier(model, (x, y), class_names=["cat", "dog", "cat"])
 
 
-@pytest.mark.fault("D12")
+@pytest.mark.fault("D13")
 def test_prescaled_array_pixels_warn(arrays, model):
     x, y = arrays
     match = r"train_data images: the pixels look scaled to \[0, 1\].*pass 0-255 pixels"
@@ -173,7 +185,7 @@ def test_prescaled_array_pixels_warn(arrays, model):
         keras_transfer.evaluate_classifier(model, (x, y))  # 0-255: no warning
 
 
-@pytest.mark.fault("D13")
+@pytest.mark.fault("D14")
 def test_prescaled_dataset_pixels_warn_on_first_batch(arrays, model):
     x, y = arrays
     match = r"data images: the pixels look scaled to \[0, 1\]"
@@ -181,7 +193,7 @@ def test_prescaled_dataset_pixels_warn_on_first_batch(arrays, model):
         keras_transfer.evaluate_classifier(model, _dataset(x / 255.0, y))
 
 
-@pytest.mark.fault("D14")
+@pytest.mark.fault("D15")
 def test_zero_epochs(arrays, model):
     with pytest.raises(ValueError, match=r"epochs must be a positive integer. Received: epochs=0"):
         keras_transfer.train(model, arrays, epochs=0, verbose=0)
@@ -189,7 +201,7 @@ def test_zero_epochs(arrays, model):
         keras_transfer.train(model, arrays, epochs=2, initial_epoch=2, verbose=0)
 
 
-@pytest.mark.fault("D15")
+@pytest.mark.fault("D16")
 def test_negative_learning_rate(arrays, model):
     with pytest.raises(
         ValueError, match=r"learning_rate must be a finite number > 0. Received: learning_rate=-0.001"
@@ -199,7 +211,7 @@ def test_negative_learning_rate(arrays, model):
         keras_transfer.fine_tune(model, arrays, head_learning_rate=-1.0, verbose=0)
 
 
-@pytest.mark.fault("D16")
+@pytest.mark.fault("D17")
 def test_negative_patience(arrays, model):
     with pytest.raises(ValueError, match=r"patience must be an integer >= 0. Received: patience=-1"):
         keras_transfer.train(model, arrays, patience=-1, verbose=0)
@@ -207,7 +219,7 @@ def test_negative_patience(arrays, model):
         keras_transfer.training.FineTune(patience=-2)
 
 
-@pytest.mark.fault("D17")
+@pytest.mark.fault("D18")
 def test_unfreeze_fraction_above_one(arrays):
     model = keras_transfer.build_classifier("mnist_cnn", 3, weights=None, freeze_backbone=True)
     before = model.get_weights()
@@ -218,19 +230,19 @@ def test_unfreeze_fraction_above_one(arrays):
     assert _weights_equal(before, model.get_weights())  # before stage 1, not after it
 
 
-@pytest.mark.fault("D18")
+@pytest.mark.fault("D19")
 def test_batch_size_zero(arrays, model):
     with pytest.raises(ValueError, match=r"batch_size must be a positive integer. Received: batch_size=0"):
         keras_transfer.train(model, arrays, batch_size=0, verbose=0)
 
 
-@pytest.mark.fault("D19")
+@pytest.mark.fault("D20")
 def test_negative_min_steps(arrays, model):
     with pytest.raises(ValueError, match=r"min_steps must be an integer >= 0. Received: min_steps=-5"):
         keras_transfer.train(model, arrays, min_steps=-5, verbose=0)
 
 
-@pytest.mark.fault("D20")
+@pytest.mark.fault("D21")
 def test_label_smoothing_one(arrays, model):
     with pytest.raises(
         ValueError, match=r"label_smoothing must be a float in \[0, 1\). Received: label_smoothing=1.0"

@@ -406,8 +406,9 @@ def train(
     all_callbacks = training_callbacks(workdir, patience=patience, monitor=monitor) + list(callbacks)
     if method is not None:
         all_callbacks += method.callbacks(model)
-    if stop_on_nan:  # first: the weights are back before any other callback sees the epoch
-        all_callbacks.insert(0, guards.StopOnNonFiniteLoss())
+    guard = guards.StopOnNonFiniteLoss() if stop_on_nan else None
+    if guard is not None:  # first: the weights are back before any other callback sees the epoch
+        all_callbacks.insert(0, guard)
     penalties = method.penalties(model) if method is not None else []
     if fit_model is not model or penalties:
         # The fitted model (a cached-feature head, ...) with `model`'s optimizer, loss and
@@ -422,6 +423,8 @@ def train(
             stacklevel=2,
         )
     _set_steps_per_execution(fit_model, steps_per_execution, model, batch_size, steps_per_epoch)
+    if guard is not None:
+        guard.every = fit_model.steps_per_execution  # the fitted model's (a cached head's)
     all_callbacks = (
         _batchnorm_callbacks(
             model,

@@ -40,6 +40,7 @@ class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
         self._good = None
         self._epoch = 0
         self.diverged = None
+        self.every = None  # steps per logged batch; default: the model's steps_per_execution
 
     def on_train_begin(self, logs=None):
         self._good = self.model.get_weights()
@@ -58,7 +59,7 @@ class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
         self.model.stop_training = True
         if self._good is not None:
             self.model.set_weights(self._good)
-        every = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        every = int(self.every or getattr(self.model, "steps_per_execution", 1) or 1)
         where = f"epoch {self._epoch + 1}, step {batch}"
         if every > 1:
             where += (
