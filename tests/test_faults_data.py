@@ -248,3 +248,15 @@ def test_label_smoothing_one(arrays, model):
         ValueError, match=r"label_smoothing must be a float in \[0, 1\). Received: label_smoothing=1.0"
     ):
         keras_transfer.train(model, arrays, label_smoothing=1.0, verbose=0)
+
+
+@pytest.mark.fault("D22")
+def test_recipe_with_a_negative_rate():
+    with pytest.raises(
+        ValueError, match=r"learning_rate must be a finite number > 0. Received: learning_rate=-0.01"
+    ):
+        keras_transfer.Recipe(
+            head_epochs=1, epochs=1, head_learning_rate=1e-3, learning_rate=-1e-2, unfreeze_fraction=0.5
+        )
+    with pytest.raises(ValueError, match=r"epochs must be an integer >= 0. Received: epochs=-3"):
+        keras_transfer.training.RECIPES["small"].replace(epochs=-3)

@@ -14,6 +14,30 @@ from keras_transfer.utils import files
 from keras_transfer.utils import output
 
 
+def check_recipe_fields(fields):
+    """Checks the `Recipe` fields present in the dict `fields` (house wording).
+
+    Raises:
+        ValueError: negative epochs or `min_steps`, `batch_size` < 1, a learning rate
+            <= 0, `unfreeze_fraction` outside [0, 1], `label_smoothing` outside [0, 1),
+            negative `patience`.
+    """
+    for field in ("head_epochs", "epochs", "min_steps"):
+        if field in fields:
+            checks.non_negative_int(field, fields[field])
+    if "batch_size" in fields:
+        checks.positive_int("batch_size", fields["batch_size"])
+    for field in ("head_learning_rate", "learning_rate", "scratch_learning_rate"):
+        if field in fields:
+            checks.positive_number(field, fields[field])
+    if "unfreeze_fraction" in fields:
+        checks.fraction("unfreeze_fraction", fields["unfreeze_fraction"])
+    if "label_smoothing" in fields:
+        checks.fraction("label_smoothing", fields["label_smoothing"], high_open=True)
+    if fields.get("patience") is not None:
+        checks.non_negative_int("patience", fields["patience"])
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """How `fine_tune` trains: two stages, their lengths and rates, and the regularisers.
@@ -83,6 +107,9 @@ class Recipe:
     batch_size: int = 32
     scratch_learning_rate: float = 1e-3
     patience: int | None = None
+
+    def __post_init__(self):
+        check_recipe_fields(dataclasses.asdict(self))
 
     def replace(self, **changes):
         """A copy with `changes` (names of fields; `None` values are ignored)."""
@@ -253,30 +280,6 @@ def fine_tune(
 
 
 _RECIPE_FIELDS = {field.name for field in dataclasses.fields(Recipe)}
-
-
-def check_recipe_fields(fields):
-    """Checks the `Recipe` fields present in the dict `fields` (house wording).
-
-    Raises:
-        ValueError: negative epochs or `min_steps`, `batch_size` < 1, a learning rate
-            <= 0, `unfreeze_fraction` outside [0, 1], `label_smoothing` outside [0, 1),
-            negative `patience`.
-    """
-    for field in ("head_epochs", "epochs", "min_steps"):
-        if field in fields:
-            checks.non_negative_int(field, fields[field])
-    if "batch_size" in fields:
-        checks.positive_int("batch_size", fields["batch_size"])
-    for field in ("head_learning_rate", "learning_rate", "scratch_learning_rate"):
-        if field in fields:
-            checks.positive_number(field, fields[field])
-    if "unfreeze_fraction" in fields:
-        checks.fraction("unfreeze_fraction", fields["unfreeze_fraction"])
-    if "label_smoothing" in fields:
-        checks.fraction("label_smoothing", fields["label_smoothing"], high_open=True)
-    if fields.get("patience") is not None:
-        checks.non_negative_int("patience", fields["patience"])
 
 
 @method_lib.register_method
