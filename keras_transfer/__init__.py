@@ -70,6 +70,8 @@ _EXPORTS = {
     "register_backbone": "keras_transfer.backbones",
     "build_classifier": "keras_transfer.builders",
     "WeightsUnavailableError": "keras_transfer.utils.errors",
+    "TrainingDiverged": "keras_transfer.utils.errors",
+    "PrescaledPixelsWarning": "keras_transfer.data.validation",
     "Evaluation": "keras_transfer.evaluation",
     "evaluate_classifier": "keras_transfer.evaluation",
     "plot_confusion_matrix": "keras_transfer.evaluation",

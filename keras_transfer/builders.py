@@ -72,8 +72,8 @@ def build_classifier(
         A Functional `keras.Model`.
 
     Raises:
-        ValueError: unknown backbone name or pooling, bad `num_classes`, an input shape
-            the backbone can't take.
+        ValueError: unknown backbone name or pooling, bad `num_classes` (also 1 with a
+            softmax head), an input shape the backbone can't take.
 
     Example:
 
@@ -86,6 +86,12 @@ def build_classifier(
     3
     """
     num_classes = checks.positive_int("num_classes", num_classes)
+    if num_classes == 1 and activation in ("softmax", keras.activations.softmax):
+        raise ValueError(
+            "num_classes=1 with a softmax head predicts 1.0 for every image and learns "
+            "nothing: use num_classes=2 for two classes (the toolkit's loss takes integer "
+            "class ids). Received: num_classes=1, activation='softmax'"
+        )
     checks.one_of("pooling", pooling, POOLINGS)
     dropout = checks.fraction("dropout", dropout, high_open=True)
 

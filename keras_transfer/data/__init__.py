@@ -19,3 +19,6 @@ from keras_transfer.data.datasets import make_dataset
 from keras_transfer.data.datasets import subset_classes
 from keras_transfer.data.mnist_m import load_mnist_m_style
 from keras_transfer.data.mnist_m import mnist_m_style
+from keras_transfer.data.validation import PrescaledPixelsWarning
+from keras_transfer.data.validation import check_finite
+from keras_transfer.data.validation import check_labels_anywhere

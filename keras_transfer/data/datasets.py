@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_transfer.data import augmentation as augmentation_lib
+from keras_transfer.data import validation
 from keras_transfer.data.augmentation import default_augmentation  # noqa: F401 (its old place)
 from keras_transfer.utils import checks
 
@@ -247,18 +248,9 @@ def adapt_images(images, size=None, channels=None):
 
 
 def check_labels(y, num_classes):
-    """Raises if labels are not integers in [0, num_classes)."""
-    y = np.asarray(y)
-    if y.size == 0:
-        return
-    if not np.issubdtype(y.dtype, np.integer) and np.any(np.mod(y, 1) != 0):
-        raise ValueError(f"Labels must be integer class ids. Received: labels of dtype {y.dtype}")
-    outside = (y < 0) | (y >= num_classes)
-    if outside.any():
-        bad = np.unique(y[outside]).tolist()
-        raise ValueError(
-            f"Labels must be in [0, {num_classes}); found {bad[:10]}. Received: num_classes={num_classes}"
-        )
+    """Raises if labels are not integer class ids in [0, num_classes) (or look one-hot):
+    `data.validation.check_labels`."""
+    validation.check_labels(y, num_classes)
 
 
 def make_dataset(
@@ -303,8 +295,9 @@ def make_dataset(
         A `tf.data.Dataset` of `(images, labels)` or of `images`.
 
     Raises:
-        ValueError: an empty set, `x`/`y` lengths that differ, labels out of range,
-            images that are not (N, H, W, C).
+        ValueError: an empty set, `x`/`y` lengths that differ, labels out of range
+            (or float or one-hot-looking, with `num_classes`), NaN or inf in `x`, images
+            that are not (N, H, W, C).
 
     Example:
 
@@ -322,6 +315,7 @@ def make_dataset(
         x = x[..., None]
     if x.ndim != 4:
         raise ValueError(f"Images must have shape (N, height, width, channels). Received: x.shape={x.shape}")
+    validation.check_finite(x, "x")
     if y is not None:
         y = np.asarray(y)
         if len(y) != len(x):

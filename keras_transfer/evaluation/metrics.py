@@ -1,9 +1,13 @@
 """Accuracy, classification report and confusion matrix of a classifier (`Evaluation`)."""
 
+import collections
 import dataclasses
 
 import numpy as np
 import tensorflow as tf
+
+from keras_transfer.data import validation
+from keras_transfer.utils import checks
 
 
 @dataclasses.dataclass
@@ -29,6 +33,30 @@ class Evaluation:
 
     def __str__(self):
         return f"accuracy: {self.accuracy:.4f}\n{self.report}"
+
+
+def check_class_names(class_names, num_classes):
+    """`class_names` as a list of str (default `"0"`, `"1"`, ...), one per class, unique.
+
+    Example:
+
+    >>> from keras_transfer.evaluation.metrics import check_class_names
+    >>> check_class_names(["cat", "dog", "cat"], 3)
+    Traceback (most recent call last):
+    ...
+    ValueError: class_names must be unique; 'cat' appears 2 times. Received: class_names=['cat', 'dog', 'cat']
+    """
+    names = [str(c) for c in (range(num_classes) if class_names is None else class_names)]
+    if len(names) != num_classes:
+        raise ValueError(
+            f"The model has {num_classes} classes but {len(names)} class names were "
+            f"given. Received: class_names={class_names!r}"
+        )
+    repeated = [(name, count) for name, count in collections.Counter(names).items() if count > 1]
+    if repeated:
+        listed = ", ".join(f"{name!r} appears {count} times" for name, count in repeated)
+        raise ValueError(f"class_names must be unique; {listed}. Received: class_names={list(class_names)!r}")
+    return names
 
 
 def predict_classes(model, data, batch_size=256):
@@ -60,6 +88,11 @@ def evaluate_classifier(model, data, class_names=None, batch_size=256):
     Returns:
         `Evaluation`; `print()` it for the report.
 
+    Raises:
+        ValueError: class names that are duplicated or not one per class; labels
+            outside `[0, num_classes)`, float or one-hot-looking (a dataset's are
+            checked as they are read, before any metric); NaN or inf in array images.
+
     Example:
 
     >>> import numpy as np, keras_transfer
@@ -72,13 +105,15 @@ def evaluate_classifier(model, data, class_names=None, batch_size=256):
     from sklearn import metrics
 
     num_classes = int(model.output.shape[-1])
-    names = [str(c) for c in (class_names or range(num_classes))]
-    if len(names) != num_classes:
-        raise ValueError(
-            f"The model has {num_classes} classes but {len(names)} class names were "
-            f"given. Received: class_names={class_names!r}"
-        )
+    names = check_class_names(class_names, num_classes)
+    checks.positive_int("batch_size", batch_size)
+    if not isinstance(data, tf.data.Dataset):
+        data = validation.check_inputs(model, data, "data")
+    else:
+        validation.warn_if_prescaled(model, data, "data images")
     y_true, y_pred = predict_classes(model, data, batch_size)
+    if isinstance(data, tf.data.Dataset):  # the labels gathered with the predictions: one pass
+        validation.check_labels(y_true, num_classes, "data")
     labels = list(range(num_classes))
     kwargs = dict(labels=labels, target_names=names, zero_division=0)
     return Evaluation(

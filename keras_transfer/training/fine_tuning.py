@@ -15,6 +15,30 @@ from keras_transfer.utils import files
 from keras_transfer.utils import output
 
 
+def check_recipe_fields(fields):
+    """Checks the `Recipe` fields present in the dict `fields` (house wording).
+
+    Raises:
+        ValueError: negative epochs or `min_steps`, `batch_size` < 1, a learning rate
+            <= 0, `unfreeze_fraction` outside [0, 1], `label_smoothing` outside [0, 1),
+            negative `patience`.
+    """
+    for field in ("head_epochs", "epochs", "min_steps"):
+        if field in fields:
+            checks.non_negative_int(field, fields[field])
+    if "batch_size" in fields:
+        checks.positive_int("batch_size", fields["batch_size"])
+    for field in ("head_learning_rate", "learning_rate", "scratch_learning_rate"):
+        if field in fields:
+            checks.positive_number(field, fields[field])
+    if "unfreeze_fraction" in fields:
+        checks.fraction("unfreeze_fraction", fields["unfreeze_fraction"])
+    if "label_smoothing" in fields:
+        checks.fraction("label_smoothing", fields["label_smoothing"], high_open=True)
+    if fields.get("patience") is not None:
+        checks.non_negative_int("patience", fields["patience"])
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """How `fine_tune` trains: two stages, their lengths and rates, and the regularisers.
@@ -84,6 +108,9 @@ class Recipe:
     batch_size: int = 32
     scratch_learning_rate: float = 1e-3
     patience: int | None = None
+
+    def __post_init__(self):
+        check_recipe_fields(dataclasses.asdict(self))
 
     def replace(self, **changes):
         """A copy with `changes` (names of fields; `None` values are ignored)."""
@@ -221,6 +248,12 @@ def fine_tune(
     Returns:
         `TwoStageHistory` with `.history` (metrics over both stages) and `.recipe`.
 
+    Raises:
+        ValueError: a bad recipe field (negative epochs, a learning rate <= 0,
+            `unfreeze_fraction` outside [0, 1], ...), raised before stage 1 starts; bad
+            labels or NaN/inf images (see `train`).
+        keras_transfer.errors.TrainingDiverged: the loss became NaN or inf.
+
     Example:
 
     >>> import numpy as np, keras_transfer
@@ -295,16 +328,14 @@ class FineTune(method_lib.TransferMethod):
         self.recipe = recipe
         self.backbone = backbone
         self.overrides = {key: value for key, value in overrides.items() if value is not None}
+        check_recipe_fields(self.overrides)  # at once, not after stage 1
+        if isinstance(recipe, Recipe):
+            check_recipe_fields(dataclasses.asdict(recipe))
 
     def resolve(self, model):
         """The `Recipe` this method trains `model` with."""
         recipe = resolve_recipe(self.recipe, model, **self.overrides)
-        for field in ("head_epochs", "epochs", "min_steps"):
-            checks.non_negative_int(field, getattr(recipe, field))
-        checks.positive_int("batch_size", recipe.batch_size)
-        checks.fraction("unfreeze_fraction", recipe.unfreeze_fraction)
-        checks.fraction("label_smoothing", recipe.label_smoothing, high_open=True)
-        checks.optional_non_negative_int("patience", recipe.patience)
+        check_recipe_fields(dataclasses.asdict(recipe))
         if recipe.head_epochs + recipe.epochs == 0:
             raise ValueError("Nothing to train: head_epochs and epochs are both 0.")
         return recipe

@@ -9,9 +9,11 @@ import tensorflow as tf
 from keras_transfer import freezing
 from keras_transfer import performance
 from keras_transfer.data import datasets as data_lib
+from keras_transfer.data import validation
 from keras_transfer.losses import SparseCategoricalCrossentropy
 from keras_transfer.losses import WithPenalties
 from keras_transfer.training import feature_cache as cache_lib
+from keras_transfer.training import guards
 from keras_transfer.training import method as method_lib
 from keras_transfer.training import run_folder
 from keras_transfer.training.batchnorm import ChanceLevelWarning
@@ -56,6 +58,9 @@ def compile_classifier(
     Returns:
         The model, compiled.
 
+    Raises:
+        ValueError: a softmax head of 1 unit; `label_smoothing` outside [0, 1).
+
     Example:
 
     >>> import keras_transfer
@@ -66,6 +71,12 @@ def compile_classifier(
     """
     head = model.layers[-1]
     probabilities = getattr(head, "activation", None) is keras.activations.softmax
+    if probabilities and model.output.shape[-1] == 1:
+        raise ValueError(
+            f"Model {model.name!r} ends in a softmax over 1 unit: it predicts 1.0 for every "
+            "image and its loss is 0. Use 2 units for two classes. Received: num_classes=1"
+        )
+    checks.fraction("label_smoothing", label_smoothing, high_open=True)
     if steps_per_execution == "auto":
         steps_per_execution = performance.auto_steps_per_execution(model, batch_size)
     model.compile(
@@ -209,6 +220,7 @@ def train(
     min_steps=None,
     recalibrate_batchnorm="auto",
     method=None,
+    stop_on_nan=True,
 ):
     """Compiles (unless `compile=False`) and fits a classifier on the fastest exact path.
 
@@ -278,12 +290,30 @@ def train(
             structure (adapters) is built first: `model = method.build(model)`, else
             `train` raises a `ValueError`. The caller saves `method.finalize(model)`.
             Defaults to `None` (the feature cache as `feature_cache` says).
+        stop_on_nan: bool. Stop at the first NaN or infinite training loss, restore the
+            weights of the last good epoch and raise `TrainingDiverged`
+            (`training.guards.StopOnNonFiniteLoss`). Defaults to `True`.
+
+    Before any work, the arguments and the data are checked (`data.validation`):
+    labels of arrays and of finite datasets (one pass over them) must be integer class
+    ids in `[0, num_classes)`; an infinite dataset gets an in-graph check that fails at
+    its first bad batch; array images must be finite; images that look scaled to
+    [0, 1] for a model expecting 0-255 pixels get a `PrescaledPixelsWarning`.
 
     With validation data, a line warns when validation accuracy stays at chance
     while training accuracy rises (`ChanceLevelWarning`).
 
     Returns:
         The `keras.callbacks.History`.
+
+    Raises:
+        ValueError: a bad argument (`epochs` < 1 or <= `initial_epoch`, a learning rate
+            <= 0, negative `patience` or `min_steps`, `batch_size` < 1,
+            `label_smoothing` outside [0, 1)), labels outside `[0, num_classes)`, float
+            or one-hot-looking labels (naming `train_data` or `validation_data`), NaN or
+            inf in array images.
+        keras_transfer.errors.TrainingDiverged: the loss became NaN or inf (the model
+            holds the last good epoch's weights).
 
     Example:
 
@@ -295,9 +325,14 @@ def train(
     >>> len(history.history["loss"])
     2
     """
+    _check_train_arguments(
+        epochs, initial_epoch, learning_rate, batch_size, patience, min_steps, label_smoothing
+    )
     jit = performance.resolve_jit_compile(jit_compile)
     verbose = output.resolve_verbose(verbose)
     method = method_lib.get_method(method) if method is not None else None
+    train_data = validation.check_inputs(model, train_data, "train_data")
+    validation_data = validation.check_inputs(model, validation_data, "validation_data")
     if method is not None:
         if method.build(model) is not model:
             raise ValueError(
@@ -391,6 +426,9 @@ def train(
     ) + list(callbacks)
     if method is not None:
         all_callbacks += method.callbacks(model)
+    guard = guards.StopOnNonFiniteLoss() if stop_on_nan else None
+    if guard is not None:  # first: the weights are back before any other callback sees the epoch
+        all_callbacks.insert(0, guard)
     penalties = method.penalties(model) if method is not None else []
     if fit_model is not model or penalties:
         # The fitted model (a cached-feature head, ...) with `model`'s optimizer, loss and
@@ -405,6 +443,8 @@ def train(
             stacklevel=2,
         )
     _set_steps_per_execution(fit_model, steps_per_execution, model, batch_size, steps_per_epoch)
+    if guard is not None:
+        guard.every = fit_model.steps_per_execution  # the fitted model's (a cached head's)
     all_callbacks = (
         _batchnorm_callbacks(
             model,
@@ -428,6 +468,22 @@ def train(
         callbacks=all_callbacks,
         verbose=verbose,
     )
+
+
+def _check_train_arguments(epochs, initial_epoch, learning_rate, batch_size, patience, min_steps, smoothing):
+    """`train`'s numeric arguments, before any work (house wording: `utils.checks`)."""
+    epochs = checks.positive_int("epochs", epochs)
+    initial_epoch = checks.non_negative_int("initial_epoch", initial_epoch)
+    if epochs <= initial_epoch:
+        raise ValueError(
+            "epochs must be greater than initial_epoch (epochs counts from 0, not from "
+            f"initial_epoch). Received: epochs={epochs}, initial_epoch={initial_epoch}"
+        )
+    checks.learning_rate("learning_rate", learning_rate)
+    checks.positive_int("batch_size", batch_size)
+    checks.optional_non_negative_int("patience", patience)
+    checks.optional_non_negative_int("min_steps", min_steps)
+    checks.fraction("label_smoothing", smoothing, high_open=True)
 
 
 def run_length(steps_per_pass, epochs, min_steps):

@@ -93,3 +93,19 @@ def safe_name(name, value):
             f"so the output stays inside its folder. Received: {name}={value!r}"
         )
     return value
+
+
+def positive_number(name, value):
+    """`value` as a finite `float` > 0."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if not ok or not np.isfinite(float(value)) or float(value) <= 0.0:
+        raise ValueError(f"{name} must be a finite number > 0. Received: {name}={value!r}")
+    return float(value)
+
+
+def learning_rate(name, value):
+    """A finite number > 0, or a `keras.optimizers.schedules.LearningRateSchedule` (or a
+    callable of the step), as Keras optimizers take."""
+    if callable(value):
+        return value
+    return positive_number(name, value)
