@@ -325,6 +325,10 @@ def write_labels(directory, class_names):
 def read_labels(version_dir):
     """The class names written beside an exported SavedModel (`labels.txt`).
 
+    Raises:
+        FileNotFoundError: there is no `labels.txt` in `version_dir`, naming the file
+            and what to do.
+
     Example:
 
     >>> import tempfile, keras_transfer
@@ -335,5 +339,13 @@ def read_labels(version_dir):
     >>> export.read_labels(path)
     ['cat', 'dog']
     """
-    with open(os.path.join(version_dir, "labels.txt")) as handle:
+    path = os.path.join(version_dir, "labels.txt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"No labels.txt in {version_dir or '.'}: the class names of a SavedModel or .tflite "
+            "model are read from labels.txt beside it (one name per line, in class-id order, as "
+            "export_saved_model and `keras-transfer export` write it). Copy the export's "
+            f"labels.txt there. Received: {path}"
+        )
+    with open(path) as handle:
         return [line.rstrip("\n") for line in handle if line.strip()]
