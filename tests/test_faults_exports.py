@@ -169,7 +169,8 @@ def test_scan_skips_an_image_above_the_pixel_limit_without_decoding_it(huge_png,
     # The limit is an argument; the header is read the same way for each format.
     assert [int(v) for v in images.image_header(huge_png)] == [0, 15000, 15000, 1]
     with pytest.raises(
-        ValueError, match=r"max_pixels must be a positive integer or None \(no limit\). Received: max_pixels=0"
+        ValueError,
+        match=r"max_pixels must be a positive integer or None \(no limit\). Received: max_pixels=0",
     ):
         image_folder.scan_image_folder(str(tmp_path), max_pixels=0, verbose=False)
 
@@ -290,3 +291,29 @@ def test_a_truncated_keras_file_names_the_file(mlp, tmp_path):
         workflows.load_trained(str(path))
     with pytest.raises(ValueError, match=r"model\.keras is truncated or corrupt"):
         keras_transfer.build_classifier(str(path), 3)
+
+
+@pytest.mark.fault("E16")
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn_on", "onednn_off"])
+def test_bfloat16_inference_is_decided_by_the_cpu_flags_not_by_this_machine(monkeypatch, onednn):
+    from keras_transfer import inference
+    from keras_transfer import performance
+
+    model = keras_transfer.build_classifier("mnist_mlp", 3, weights=None)
+    monkeypatch.setattr(performance, "_onednn_enabled", lambda: onednn)
+    cpus = {
+        "amx": {"avx2", "avx512f", "amx_tile", "amx_bf16", "avx512_bf16"},
+        "avx512_bf16 (AMD Zen 4)": {"avx2", "avx512f", "avx512_bf16"},
+        "avx2 only": {"avx2", "fma"},
+    }
+    for cpu, flags in cpus.items():
+        monkeypatch.setattr(performance, "_cpu_flags", lambda flags=flags: set(flags))
+        native = cpu != "avx2 only"
+        assert performance.has_amx() == (cpu == "amx"), cpu
+        assert performance.bf16_supported() == (native and onednn), cpu
+        if native and onednn:
+            assert performance.bf16_unsupported_reason() is None
+            continue
+        expected = "no native bfloat16" if onednn else "oneDNN kernels are off"
+        with pytest.raises(RuntimeError, match=expected):
+            inference.optimize_for_inference(model, precision="bfloat16")
