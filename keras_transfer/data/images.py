@@ -82,9 +82,10 @@ def image_header(contents):
     def png():
         tail = tf.strings.substr(contents, tf.maximum(length - 12, 0), 8)
         # The IEND chunk ends the file (data after it is rare; a cut file lacks it).
-        has_end = tf.logical_or(
+        has_end = tf.cond(
             tf.equal(tail, b"IEND\xaeB`\x82"),
-            tf.greater(tf.size(tf.strings.split(tf.reshape(contents, [1]), b"IEND").values), 1),
+            lambda: tf.constant(True),
+            lambda: tf.greater(tf.size(tf.strings.split(tf.reshape(contents, [1]), b"IEND").values), 1),
         )
         return (
             tf.constant(0, tf.int32),
