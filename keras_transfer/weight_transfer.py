@@ -2,6 +2,7 @@
 
 import dataclasses
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -55,6 +56,8 @@ class TransferReport:
     Attributes:
         rows: list of `TransferRow`, one per weighted target layer, in model order.
         unused_source: list of str. Source layers with weights that no target layer took.
+        unmatched_exclude: list of str. `exclude` patterns that matched no target layer
+            (a typo excludes nothing).
 
     `print(report)` shows a table; `report.copied` / `report.skipped` list layer names;
     `report.params_copied` counts the parameters copied.
@@ -62,6 +65,7 @@ class TransferReport:
 
     rows: list
     unused_source: list
+    unmatched_exclude: list = dataclasses.field(default_factory=list)
 
     @property
     def copied(self):
@@ -99,6 +103,8 @@ class TransferReport:
         text.insert(1, "  ".join("-" * width for width in widths) + "  " + "-" * 6)
         if self.unused_source:
             text.append(f"unused source layers: {', '.join(self.unused_source)}")
+        if self.unmatched_exclude:
+            text.append(f"exclude patterns that matched no layer: {', '.join(self.unmatched_exclude)}")
         text.append(self.summary())
         return "\n".join(line.rstrip() for line in text)
 
@@ -212,14 +218,21 @@ def transfer_weights(
         match: str. `"name"` (default) or `"order"`: pair the i-th weighted layer of
             each model.
         strict: bool. Raise instead of skipping when a shape differs, a target layer
-            has no source, or a source layer is left unused. Defaults to `False`.
+            has no source, a source layer is left unused or an `exclude` pattern
+            matches no layer. Every pair is checked before any weight is copied, so
+            on failure `target` is unchanged. Defaults to `False`.
         verbose: bool. Print the report. Defaults to `False`.
 
     Returns:
         `TransferReport`.
 
+    An `exclude` pattern that matches no target layer is listed in the report's
+    `unmatched_exclude` and warned about (`UserWarning`).
+
     Raises:
-        ValueError: in strict mode, naming the layers and both shapes.
+        ValueError: in strict mode, naming the layers and both shapes (or the unused
+            source layers, or the `exclude` patterns that matched nothing); nothing
+            has been copied then.
 
     Example:
 
@@ -233,7 +246,9 @@ def transfer_weights(
     ['predictions']
     """
     pairs = pair_layers(source, target, name_map=name_map, exclude=exclude, match=match)
-    rows, problems = [], []
+    patterns = [exclude] if isinstance(exclude, str) else list(exclude or [])
+    unmatched = [p for p in patterns if not any(re.fullmatch(p, pair.target) for pair in pairs)]
+    rows, problems, copies = [], [], []
     for pair in pairs:
         params = sum(int(np.prod(w.shape)) for w in pair.target_layer.weights)
         if pair.status == "excluded":
@@ -250,17 +265,29 @@ def transfer_weights(
                 f"target layer {pair.target!r} has {pair.target_shapes}"
             )
             continue
-        pair.target_layer.set_weights(pair.source_layer.get_weights())
+        copies.append(pair)
         rows.append(TransferRow(pair.target, pair.source, "copied", params))
 
     used = {pair.source for pair in pairs if pair.source}
     source_layers = weighted_layers(source)
     unused = [name for name in source_layers if name not in used]
     if strict:
+        # Every pair is checked before anything is copied: a failure leaves `target` as it was.
         problems += [f"source layer {name!r} was not used" for name in unused]
+        problems += [f"exclude pattern {p!r} matched no target layer" for p in unmatched]
         if problems:
-            raise ValueError("Strict weight transfer failed:\n  " + "\n  ".join(problems))
-    report = TransferReport(rows=rows, unused_source=unused)
+            raise ValueError(
+                "Strict weight transfer failed (nothing was copied):\n  " + "\n  ".join(problems)
+            )
+    if unmatched:
+        warnings.warn(
+            f"exclude patterns matched no target layer, so they exclude nothing: {unmatched}. "
+            f"Target layers: {[pair.target for pair in pairs]}. Received: exclude={exclude!r}",
+            stacklevel=2,
+        )
+    for pair in copies:
+        pair.target_layer.set_weights(pair.source_layer.get_weights())
+    report = TransferReport(rows=rows, unused_source=unused, unmatched_exclude=unmatched)
     if verbose:
         print(report)
     return report

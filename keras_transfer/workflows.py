@@ -19,6 +19,7 @@ from keras_transfer import backbones
 from keras_transfer import builders
 from keras_transfer import evaluation as evaluation_lib
 from keras_transfer import export as export_lib
+from keras_transfer import saving
 from keras_transfer import training
 from keras_transfer.backbones import hub
 from keras_transfer.data import image_folder
@@ -772,7 +773,7 @@ def load_trained(path):
             f"No Keras model at {path!r}: pass a .keras file or a training run folder "
             "(`<output>/<name>/train`, written by `keras-transfer train`)."
         )
-    model = keras.saving.load_model(model_path)
+    model = saving.load_model(model_path)
     labels = os.path.join(os.path.dirname(model_path), "labels.txt")
     num_classes = int(model.output.shape[-1])
     if os.path.exists(labels):

@@ -71,7 +71,7 @@ def test_scan_finds_sorted_classes_counts_and_skips_exactly_the_broken_files(dir
         assert os.path.relpath(path, root).split(os.sep)[0] == CLASS_NAMES[label]
     reasons = dict(folder.skipped)
     assert sorted(reasons) == sorted(broken)
-    assert "Invalid PNG data" in reasons[broken[0]]
+    assert "PNG file cut short (truncated)" in reasons[broken[0]]
     assert reasons[broken[1]].startswith("Unknown image file format")
     assert reasons[broken[2]] == "empty file (0 bytes)"
     out = capsys.readouterr().out

@@ -148,7 +148,10 @@ def test_inference_model_saves_through_its_keras_model(images, tmp_path):
     assert inference.optimize_for_inference(model, batch_size=8, fold_batchnorm=False).keras_model is model
 
 
-@pytest.mark.skipif(not performance.bf16_supported(), reason="no native bfloat16 on this CPU")
+@pytest.mark.skipif(
+    not performance.bf16_supported(),
+    reason=f"bfloat16 inference is refused here: {performance.bf16_unsupported_reason()}",
+)
 def test_bfloat16_close_to_float32(images):
     model = small_cnn(nested=True)
     fast = inference.optimize_for_inference(model, batch_size=8, precision="bfloat16")

@@ -179,6 +179,11 @@ class HubLayer(keras.layers.Layer):
         # module's inputs (its outputs are cast by the next layers as needed).
         kwargs.setdefault("dtype", "float32")
         super().__init__(trainable=bool(trainable), **kwargs)
+        if not isinstance(handle, (str, os.PathLike)) or not os.fspath(handle).strip():
+            raise ValueError(
+                "handle must be a TF Hub / Kaggle URL or the path of a SavedModel folder, not "
+                f"empty. Received: handle={handle!r}"
+            )
         self.handle = os.fspath(handle)
         self.signature = signature
         self.output_key = output_key

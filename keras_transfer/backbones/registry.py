@@ -16,6 +16,7 @@ from typing import Callable
 
 import keras
 
+from keras_transfer import saving
 from keras_transfer.utils import errors
 
 
@@ -165,6 +166,8 @@ def build_backbone(name, weights="imagenet", input_shape=None):
     Raises:
         ValueError: unknown name or an input shape the backbone can't take.
         FileNotFoundError: a weights path that does not exist.
+        ValueError: a weights file that is not HDF5, or saved from another
+            architecture (see `keras_transfer.saving.load_weights`).
         keras_transfer.WeightsUnavailableError: `"imagenet"` weights can't be
             downloaded (offline) and are not cached.
 
@@ -193,7 +196,7 @@ def build_backbone(name, weights="imagenet", input_shape=None):
                 f"Weights file not found for backbone {spec.name!r}. Received: weights={weights!r}"
             )
         model = spec.constructor(input_shape=shape, weights=None, name="backbone")
-        model.load_weights(path)
+        saving.load_weights(model, path, what=f"backbone {spec.name!r} with input shape {shape}")
         return model
     return spec.constructor(input_shape=shape, weights=None, name="backbone")
 

@@ -14,6 +14,7 @@ import os
 
 import keras
 
+from keras_transfer import saving
 from keras_transfer.backbones import hub
 from keras_transfer.backbones import registry
 from keras_transfer.backbones.preprocessing import BackbonePreprocessing
@@ -73,7 +74,8 @@ def resolve_backbone(backbone, weights="imagenet"):
 
     A `.keras` path is loaded (compile=False); a folder with a `saved_model.pb` becomes
     `"hub:<folder>"`. Unknown names and paths raise `ValueError` / `FileNotFoundError`
-    saying what is accepted.
+    saying what is accepted, as do an empty `"hub:"` handle and a truncated or corrupt
+    `.keras` file.
 
     Example:
 
@@ -99,11 +101,17 @@ def resolve_backbone(backbone, weights="imagenet"):
             f"a .keras file, a SavedModel folder). Received: backbone={backbone!r}"
         )
     if backbone.startswith("hub:"):
+        if not backbone[len("hub:") :].strip():
+            raise ValueError(
+                "backbone 'hub:<handle>' needs a handle after 'hub:': a TF Hub / Kaggle URL "
+                "(e.g. 'hub:https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5') "
+                f"or a local SavedModel folder ('hub:/path/to/folder'). Received: backbone={backbone!r}"
+            )
         return ResolvedBackbone("hub", backbone, True, "pretrained")
     if backbone.endswith(".keras"):
         if not os.path.isfile(backbone):
             raise FileNotFoundError(f"No such model file: {backbone} (backbone).")
-        return resolve_backbone(keras.saving.load_model(backbone, compile=False))
+        return resolve_backbone(saving.load_model(backbone, compile=False))
     if is_saved_model(backbone):
         return ResolvedBackbone("hub", "hub:" + backbone, True, "pretrained")
     if os.sep in backbone and os.path.exists(backbone):

@@ -12,8 +12,10 @@ Class names are the sorted sub-folder names (hidden ones ignored), images are th
 below each class folder whose extension is in `images.IMAGE_EXTENSIONS` (any case,
 sub-folders included, hidden files ignored). Unlike `image_dataset_from_directory`,
 every file is decoded once up front, in parallel, with the same decoder training
-uses (`images.decode_image`): empty, truncated and non-image files are skipped and
-reported (path and reason) instead of failing mid-epoch with "Invalid PNG data", or
+uses (`images.decode_image`): empty, truncated and non-image files, and images of
+more than `max_pixels` pixels (read from the header, before decoding: 50 megapixels
+by default, `images.DEFAULT_MAX_PIXELS`), are skipped and reported (path and
+reason) instead of failing mid-epoch with "Invalid PNG data", or
 silently dropping whole batches under `ignore_errors()`.
 
 Images are float32, raw 0-255, resized to the backbone's input size; the model's own
@@ -201,27 +203,32 @@ def _clean_reason(error):
     return message.strip() or type(error).__name__
 
 
-def _decode_error(path, channels):
+def _decode_error(path, channels, max_pixels):
     """Decodes one file eagerly; returns the reason it fails, or `None`."""
     try:
-        images.read_image(path, _CHECK_SIZE, channels)
+        images.read_image(path, _CHECK_SIZE, channels, max_pixels=max_pixels)
     except (tf.errors.OpError, OSError, ValueError) as error:
         return _clean_reason(error)
     return None
 
 
-def check_image_files(paths, *, channels=3, verbose=True):
+def check_image_files(paths, *, channels=3, max_pixels=images.DEFAULT_MAX_PIXELS, verbose=True):
     """Decodes every file once, in parallel, and returns the ones that fail.
 
     Each file goes through `images.decode_image`, the decoder of the training
     pipeline, prediction and the serving signature, so a file that passes here
     decodes there too (with the same `channels`). The decoding runs as a parallel
     `tf.data` map; only the few failures are decoded again, one by one, to get their
-    error message.
+    error message. The image size is read from the header first: an image of more
+    than `max_pixels` pixels is not decoded (a 218 KB PNG can declare 15000x15000
+    pixels, 2.7 GB as float32) and is listed with the reason.
 
     Args:
         paths: list of str. Image files.
         channels: int. 1 or 3, as the pipeline will decode them. Defaults to `3`.
+        max_pixels: int or `None`. Larger images (height x width, from the header)
+            are listed as failing. Defaults to `images.DEFAULT_MAX_PIXELS` (50
+            megapixels); `None` for no limit.
         verbose: bool. Print progress every few seconds on long scans. Defaults to
             `True`.
 
@@ -242,6 +249,7 @@ def check_image_files(paths, *, channels=3, verbose=True):
     [('bad.png', 'Unknown image file format.')]
     """
     channels = _check_channels(channels)
+    max_pixels = images.check_max_pixels(max_pixels)
     paths = [os.fspath(p) for p in paths]
     reasons = {}
     to_decode = []
@@ -260,7 +268,7 @@ def check_image_files(paths, *, channels=3, verbose=True):
         ds = tf.data.Dataset.from_tensor_slices((indices, np.asarray(paths, object)[indices].astype(str)))
 
         def decode(index, path):
-            image = images.decode_image(tf.io.read_file(path), _CHECK_SIZE, channels)
+            image = images.decode_image(tf.io.read_file(path), _CHECK_SIZE, channels, max_pixels=max_pixels)
             # Return a value computed from the pixels, so the decode cannot be pruned.
             return index, tf.reduce_max(image)
 
@@ -283,13 +291,15 @@ def check_image_files(paths, *, channels=3, verbose=True):
             if not decoded[index]:
                 # Decoded alone to get the message; one that passes now had a
                 # transient read error, and is kept.
-                reason = _decode_error(paths[index], channels)
+                reason = _decode_error(paths[index], channels, max_pixels)
                 if reason is not None:
                     reasons[index] = reason
     return [(paths[index], reasons[index]) for index in sorted(reasons)]
 
 
-def scan_image_folder(directory, *, class_names=None, channels=3, verbose=True):
+def scan_image_folder(
+    directory, *, class_names=None, channels=3, max_pixels=images.DEFAULT_MAX_PIXELS, verbose=True
+):
     """Lists the images of a class-per-folder directory and checks that each decodes.
 
     Class names are the sorted names of the sub-folders of `directory` (hidden ones
@@ -297,7 +307,8 @@ def scan_image_folder(directory, *, class_names=None, channels=3, verbose=True):
     whose extension (any case) is in `images.IMAGE_EXTENSIONS`. Hidden files and files
     with other extensions are ignored. Every image is decoded once with
     `images.decode_image` (see `check_image_files`): empty, truncated and non-image
-    files are skipped and reported, with the reason, in `skipped` (and printed when
+    files, and images above `max_pixels` pixels (read from the header, never
+    decoded), are skipped and reported, with the reason, in `skipped` (and printed when
     `verbose`), so a training epoch never meets them.
 
     Args:
@@ -308,6 +319,8 @@ def scan_image_folder(directory, *, class_names=None, channels=3, verbose=True):
             (a partial test set) and listed when `verbose`. Defaults to the sorted
             sub-folder names.
         channels: int. 1 or 3: the channels the pipeline decodes with. Defaults to `3`.
+        max_pixels: int or `None`. Images with more pixels are skipped. Defaults to
+            `images.DEFAULT_MAX_PIXELS` (50 megapixels); `None` for no limit.
         verbose: bool. Print the counts, the skipped files, and progress on long
             scans. Defaults to `True`.
 
@@ -385,7 +398,7 @@ def scan_image_folder(directory, *, class_names=None, channels=3, verbose=True):
         labels += [label] * len(files)
     if verbose and len(paths) >= 2000:
         print(f"Checking {len(paths):,} images in {directory} ...", flush=True)
-    skipped = check_image_files(paths, channels=channels, verbose=verbose)
+    skipped = check_image_files(paths, channels=channels, max_pixels=max_pixels, verbose=verbose)
     bad = {path for path, _ in skipped}
     keep = [i for i, path in enumerate(paths) if path not in bad]
     folder = ImageFolder(
@@ -520,6 +533,7 @@ def files_dataset(
     augment=None,
     cache=True,
     drop_remainder=False,
+    max_pixels=images.DEFAULT_MAX_PIXELS,
 ):
     """Builds a `tf.data` pipeline that decodes the given image files.
 
@@ -549,6 +563,8 @@ def files_dataset(
         cache: bool or str. Defaults to `True` (memory).
         drop_remainder: bool. Drop a last partial batch (fixed batch shapes).
             Defaults to `False`.
+        max_pixels: int or `None`. An image with more pixels fails (see
+            `images.decode_image`). Defaults to `images.DEFAULT_MAX_PIXELS`.
 
     Returns:
         A `tf.data.Dataset` of `(images, labels)` (labels int64), or of `images`.
@@ -605,7 +621,7 @@ def files_dataset(
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
 
     def load(path):
-        return images.read_image(path, size, channels)
+        return images.read_image(path, size, channels, max_pixels=max_pixels)
 
     if labels is None:
         ds = ds.map(load, num_parallel_calls=AUTOTUNE)

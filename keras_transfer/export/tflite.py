@@ -8,6 +8,7 @@ file with `ai_edge_litert` (the successor of `tf.lite.Interpreter`), taking floa
 pixels and returning float scores whatever the file's input and output types.
 """
 
+import os
 import tempfile
 import time
 
@@ -87,7 +88,8 @@ def export_tflite(
         str. `path`.
 
     Raises:
-        ValueError: an unknown `quantization`, `"int8"` without (or with empty)
+        ValueError: an empty `path` or one that is a folder (checked before the
+            conversion), an unknown `quantization`, `"int8"` without (or with empty)
             `representative_data`, calibration images of the wrong shape, a model
             with several inputs, or a bad `num_calibration_samples`.
 
@@ -111,6 +113,7 @@ def export_tflite(
         raise ValueError(
             f"quantization must be one of {QUANTIZATIONS}. Received: quantization={quantization!r}"
         )
+    path = _check_path(path)
     num_calibration_samples = checks.positive_int("num_calibration_samples", num_calibration_samples)
     if len(model.inputs) != 1:
         raise ValueError(
@@ -139,6 +142,20 @@ def export_tflite(
         print(
             f"Saved TFLite model ({quantization or 'float32'}, {len(flatbuffer) / 1e6:.2f} MB) "
             f"at '{path}' in {time.time() - start:.1f}s."
+        )
+    return path
+
+
+def _check_path(path):
+    """`path` as a str naming a file to write (not empty, not a folder)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"path must be the .tflite file to write (a str). Received: path={path!r}")
+    path = os.fspath(path)
+    name = os.path.basename(path)
+    if not path.strip() or not name or name in (".", "..") or os.path.isdir(path):
+        raise ValueError(
+            "path must name the .tflite file to write (e.g. 'export/model.tflite'), not be empty "
+            f"or a folder. Received: path={path!r}"
         )
     return path
 
