@@ -40,7 +40,7 @@ def test_every_row_has_one_test_and_every_test_one_row():
     assert len(row_ids) >= 40, f"{len(row_ids)} rows; the issue asks for at least 40"
     assert len(set(row_ids)) == len(row_ids), sorted(i for i in row_ids if row_ids.count(i) > 1)
     assert len(set(test_ids)) == len(test_ids), sorted(i for i in test_ids if test_ids.count(i) > 1)
-    assert set(row_ids) == set(test_ids), (set(row_ids) ^ set(test_ids))
+    assert set(row_ids) == set(test_ids), set(row_ids) ^ set(test_ids)
     tests = {m[0]: (m[1], m[2]) for m in marked}
     for row_id, path, test, description in rows:
         assert tests[row_id] == (os.path.basename(path), test), (row_id, path, test, tests[row_id])
