@@ -136,6 +136,7 @@ _EXPORTS = {
     "compile_classifier": "keras_transfer.training",
     "recalibrate_batchnorm": "keras_transfer.training",
     "fine_tune": "keras_transfer.training",
+    "resolve_strategy": "keras_transfer.training",
     "recipe_for": "keras_transfer.training",
     "train": "keras_transfer.training",
     "training_callbacks": "keras_transfer.training",

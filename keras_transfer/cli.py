@@ -243,6 +243,13 @@ def _add_train(commands):
     )
     train.add_argument("--seed", type=int, default=0, help="(default: 0)")
     train.add_argument(
+        "--strategy",
+        choices=("mirrored", "multi-worker"),
+        default=None,
+        help="tf.distribute: mirrored (this machine's devices) or multi-worker (the machines of "
+        "TF_CONFIG: run the same command on each; see the README). Default: one device",
+    )
+    train.add_argument(
         "--method",
         action="append",
         default=[],
@@ -717,6 +724,7 @@ def _run_workflow(args):
             seed=args.seed,
             export=args.tflite or True,
             log=log,
+            strategy=args.strategy,
         )
         if result.evaluation is not None:
             log(f"accuracy {result.evaluation.accuracy:.4f}; model in {result.run_dir}")

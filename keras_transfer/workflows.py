@@ -7,6 +7,7 @@ layout `<output>/<name>/<version>/` and, for TFLite, `<output>/<name>/tflite/<ve
 TF Serving only loads the integer folders, so the rest never confuses it.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -25,6 +26,7 @@ from keras_transfer.backbones import hub
 from keras_transfer.data import image_folder
 from keras_transfer.data import images as images_lib
 from keras_transfer.export import tflite as tflite_lib
+from keras_transfer.training import distributed
 from keras_transfer.training import run_folder
 from keras_transfer.utils import checks
 from keras_transfer.utils import choices
@@ -396,6 +398,7 @@ def train_from_folder(
     seed=0,
     export=True,
     log=print,
+    strategy=None,
 ):
     """Trains a classifier on a class-per-folder image directory, end to end.
 
@@ -434,6 +437,10 @@ def train_from_folder(
         seed: int. Split, shuffle, augmentation and initialisation seed.
         export: `True` (a SavedModel), `False`, or TFLite kinds to export beside the
             SavedModel (`("float32", "int8")`). Defaults to `True`.
+        strategy: a `tf.distribute.Strategy`, `"mirrored"` or `"multi-worker"` (see
+            `keras_transfer.training.distributed`: the model is built under its scope;
+            under several workers the feature cache is off and only the chief writes).
+            Defaults to `None` (one device).
         log: callable for progress lines (and Keras progress output), or `None` for
             silence. Defaults to `print`.
 
@@ -474,6 +481,7 @@ def train_from_folder(
     log = log or _quiet
     weights = _parse_weights(weights)
     backbone_arg = backbone
+    strategy = distributed.resolve_strategy(strategy)  # before the scan: a bad name fails at once
     resolved = backbones.resolve_backbone(backbone, weights)
     backbone = resolved.value
     shape = _model_geometry(backbone, image_size)
@@ -493,12 +501,13 @@ def train_from_folder(
         verbose=scan_verbose,
     )
     class_names = list(folder.class_names)
-    model = builders.build_classifier(
-        backbone,
-        len(class_names),
-        weights=weights,
-        input_shape=shape,
-    )
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = builders.build_classifier(
+            backbone,
+            len(class_names),
+            weights=weights,
+            input_shape=shape,
+        )
     model = method.build(model)  # e.g. adapters inserted: the model trained, saved and exported
     pretrained = resolved.pretrained
     config = _run_config(
@@ -517,7 +526,9 @@ def train_from_folder(
     work_dir = _prepare_run_dir(run_dir, config, log)
     # The folder pipeline yields the same decoded images every epoch unless it augments,
     # so a frozen backbone's features can be computed once (stage 1).
-    train_kwargs = dict(verbose=verbose, feature_cache=not augment)
+    train_kwargs = dict(verbose=verbose, feature_cache=not augment, strategy=strategy)
+    if distributed.is_multi_worker(strategy):
+        train_kwargs["feature_cache"] = False  # the strategy.run loop trains the model itself
     if pretrained and augment and recipe.head_epochs:
         log(
             "Feature cache off: augmentation is on, so every epoch sees new images "

@@ -1,5 +1,6 @@
 """Training: `train` (the fast exact path: `fit`), two-stage `fine_tune` and its recipes
-(`fine_tuning`), BatchNorm re-estimation (`batchnorm`), the feature cache (`feature_cache`), and
+(`fine_tuning`), BatchNorm re-estimation (`batchnorm`), the feature cache (`feature_cache`), `tf.distribute`
+(`distributed`), and
 `TransferMethod` (`method`), the extension point every transfer method plugs into."""
 
 from keras_transfer.training.batchnorm import BatchNormRecalibration
@@ -8,6 +9,9 @@ from keras_transfer.training.batchnorm import RecalibrateBatchNorm
 from keras_transfer.training.batchnorm import batchnorm_layers
 from keras_transfer.training.batchnorm import batchnorm_run_is_short
 from keras_transfer.training.batchnorm import recalibrate_batchnorm
+from keras_transfer.training.distributed import ChiefBackupAndRestore
+from keras_transfer.training.distributed import fit_multi_worker
+from keras_transfer.training.distributed import resolve_strategy
 from keras_transfer.training.feature_cache import FeatureCache
 from keras_transfer.training.fine_tuning import RECIPES
 from keras_transfer.training.fine_tuning import FineTune

@@ -12,6 +12,7 @@ from keras_transfer.data import datasets as data_lib
 from keras_transfer.data import validation
 from keras_transfer.losses import SparseCategoricalCrossentropy
 from keras_transfer.losses import WithPenalties
+from keras_transfer.training import distributed
 from keras_transfer.training import feature_cache as cache_lib
 from keras_transfer.training import guards
 from keras_transfer.training import method as method_lib
@@ -221,6 +222,7 @@ def train(
     recalibrate_batchnorm="auto",
     method=None,
     stop_on_nan=True,
+    strategy=None,
 ):
     """Compiles (unless `compile=False`) and fits a classifier on the fastest exact path.
 
@@ -290,6 +292,13 @@ def train(
             structure (adapters) is built first: `model = method.build(model)`, else
             `train` raises a `ValueError`. The caller saves `method.finalize(model)`.
             Defaults to `None` (the feature cache as `feature_cache` says).
+        strategy: a `tf.distribute.Strategy`, `"mirrored"` or `"multi-worker"`, or
+            `None`. The model must be built under its scope. `MirroredStrategy` (one
+            machine, several devices) trains with Keras `fit` at one step per call;
+            `MultiWorkerMirroredStrategy` (several machines, `TF_CONFIG`) with
+            `distributed.fit_multi_worker`, a `strategy.run` loop (Keras 3's `fit` does
+            not run under it); see `keras_transfer.training.distributed`. Defaults to
+            `None`.
         stop_on_nan: bool. Stop at the first NaN or infinite training loss, restore the
             weights of the last good epoch and raise `TrainingDiverged`
             (`training.guards.StopOnNonFiniteLoss`). Defaults to `True`.
@@ -325,9 +334,19 @@ def train(
     >>> len(history.history["loss"])
     2
     """
+    arguments = dict(locals())
     _check_train_arguments(
         epochs, initial_epoch, learning_rate, batch_size, patience, min_steps, label_smoothing
     )
+    if strategy is not None:
+        strategy = distributed.resolve_strategy(strategy)
+        distributed.check_model(model, strategy)
+        if not (tf.distribute.has_strategy() and tf.distribute.get_strategy() is strategy):
+            with strategy.scope():
+                return train(**{**arguments, "strategy": strategy})
+        steps_per_execution, feature_cache, recalibrate_batchnorm = _under_strategy(
+            strategy, method, steps_per_execution, feature_cache, recalibrate_batchnorm, verbose
+        )
     jit = performance.resolve_jit_compile(jit_compile)
     verbose = output.resolve_verbose(verbose)
     method = method_lib.get_method(method) if method is not None else None
@@ -458,6 +477,18 @@ def train(
         )
         + all_callbacks
     )
+    if distributed.is_multi_worker(strategy):
+        return distributed.fit_multi_worker(
+            fit_model,
+            train_ds,
+            strategy=strategy,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=validation_ds,
+            initial_epoch=initial_epoch,
+            callbacks=all_callbacks,
+            verbose=verbose,
+        )
     return fit_model.fit(
         train_ds,
         validation_data=validation_ds,
@@ -468,6 +499,41 @@ def train(
         callbacks=all_callbacks,
         verbose=verbose,
     )
+
+
+def _under_strategy(strategy, method, steps_per_execution, feature_cache, recalibrate, verbose):
+    """What `train` changes under a `tf.distribute` strategy, each said in a line."""
+    say = print if output.resolve_verbose(verbose) else (lambda line: None)
+    multi_worker = distributed.is_multi_worker(strategy)
+    if strategy.num_replicas_in_sync > 1 or multi_worker:
+        if steps_per_execution not in ("auto", 1):
+            raise ValueError(
+                "steps_per_execution above 1 fails under a multi-replica tf.distribute strategy in "
+                "Keras 3 (a placeholder error in its multi-step train function): leave it at 'auto' or "
+                f"pass 1. Received: steps_per_execution={steps_per_execution!r} with "
+                f"{strategy.num_replicas_in_sync} replicas"
+            )
+        if steps_per_execution == "auto":
+            say(
+                f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replicas: one step per "
+                "call (Keras 3's multi-step train function fails under a multi-replica strategy)."
+            )
+        steps_per_execution = 1
+    if multi_worker:
+        if method is not None:
+            raise ValueError(
+                "The multi-worker loop trains the model itself (its own train_step); transfer methods "
+                "that fit another model (feature cache, distillation, ...) run on one machine. "
+                f"Received: method={method!r} with MultiWorkerMirroredStrategy"
+            )
+        if feature_cache is True or (not isinstance(recalibrate, str) and recalibrate is not False):
+            raise ValueError(
+                "feature_cache=True and recalibrate_batchnorm run on one machine, not under "
+                f"MultiWorkerMirroredStrategy. Received: feature_cache={feature_cache!r}, "
+                f"recalibrate_batchnorm={recalibrate!r}"
+            )
+        feature_cache, recalibrate = False, False
+    return steps_per_execution, feature_cache, recalibrate
 
 
 def _check_train_arguments(epochs, initial_epoch, learning_rate, batch_size, patience, min_steps, smoothing):
