@@ -15,16 +15,30 @@ Example:
 __version__ = "0.1.0"
 
 import os as _os
+import platform as _platform
 import sys as _sys
 
 # What the user set, if anything (`keras-transfer` quiets TensorFlow further when unset).
 _USER_TF_CPP_MIN_LOG_LEVEL = _os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+
+# What the user set for oneDNN, if anything (a value the user set always wins).
+_USER_TF_ENABLE_ONEDNN_OPTS = _os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+# Whether this import turned TensorFlow's oneDNN kernels on (`performance.onednn_choice`).
+_ENABLED_ONEDNN = False
 
 if "tensorflow" not in _sys.modules:
     # Hide TensorFlow's later C++ INFO notices (CPU features); warnings and errors stay.
     # (TF 2.21 prints its first lines, oneDNN and CUDA, before reading this.)
     # A value the user set wins.
     _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    # oneDNN on x86: TensorFlow turns its oneDNN kernels on by itself only on CPUs with
+    # AVX512-VNNI / AVX512-BF16 / AVX-VNNI / AMX; on AVX2-only CPUs it leaves them off,
+    # and its own (Eigen) kernels are built for AVX only. oneDNN picks AVX2/FMA code
+    # there: measured faster for convolutions, equal for small Dense models, results
+    # equal within float round-off (benchmarks/README.md, "oneDNN on AVX2 CPUs").
+    if _USER_TF_ENABLE_ONEDNN_OPTS is None and _platform.machine().lower() in ("x86_64", "amd64"):
+        _os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
+        _ENABLED_ONEDNN = True
 
 import importlib as _importlib  # noqa: E402 (after the log-level setting above)
 

@@ -68,6 +68,36 @@ def _onednn_enabled():
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
+def onednn_choice():
+    """Who decided whether TensorFlow's oneDNN kernels are on, and what they are.
+
+    `import keras_transfer` before TensorFlow sets `TF_ENABLE_ONEDNN_OPTS=1` on x86
+    CPUs unless the variable is already set: TensorFlow turns oneDNN on by itself only
+    on CPUs with AVX512-VNNI, AVX512-BF16, AVX-VNNI or AMX, and on AVX2-only CPUs its
+    oneDNN kernels measured faster than its own (`benchmarks/README.md`). A value the
+    user set always wins; with TensorFlow imported first, TensorFlow's default stands.
+
+    Returns:
+        A sentence, e.g. `"oneDNN on (set by keras_transfer: TF_ENABLE_ONEDNN_OPTS=1)"`.
+
+    Example:
+
+    >>> import keras_transfer
+    >>> keras_transfer.performance.onednn_choice().startswith(("oneDNN on", "oneDNN off"))
+    True
+    """
+    import keras_transfer
+
+    state = "on" if _onednn_enabled() else "off"
+    if keras_transfer._USER_TF_ENABLE_ONEDNN_OPTS is not None:
+        who = f"the user's TF_ENABLE_ONEDNN_OPTS={keras_transfer._USER_TF_ENABLE_ONEDNN_OPTS}"
+    elif keras_transfer._ENABLED_ONEDNN:
+        who = "set by keras_transfer: TF_ENABLE_ONEDNN_OPTS=1"
+    else:
+        who = "TensorFlow's default for this CPU"
+    return f"oneDNN {state} ({who})"
+
+
 def has_amx():
     """Whether the CPU has Intel AMX tiles for bfloat16 (`amx_bf16`, Sapphire Rapids+).
 

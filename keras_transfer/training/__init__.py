@@ -1,6 +1,6 @@
 """Training: `train` (the fast exact path: `fit`), two-stage `fine_tune` and its recipes
 (`fine_tuning`), BatchNorm re-estimation (`batchnorm`), the feature cache (`feature_cache`), `tf.distribute`
-(`distributed`), and
+(`distributed`), in-memory arrays (`in_memory`), and
 `TransferMethod` (`method`), the extension point every transfer method plugs into."""
 
 from keras_transfer.training.batchnorm import BatchNormRecalibration
@@ -26,6 +26,8 @@ from keras_transfer.training.fit import compile_classifier
 from keras_transfer.training.fit import run_length
 from keras_transfer.training.fit import train
 from keras_transfer.training.fit import training_callbacks
+from keras_transfer.training.in_memory import ArrayFeed
+from keras_transfer.training.in_memory import fit_in_memory
 from keras_transfer.training.lr_finder import ExponentialRamp
 from keras_transfer.training.lr_finder import LRFinderResult
 from keras_transfer.training.lr_finder import find_learning_rate

@@ -4,6 +4,7 @@ import os
 import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_transfer import freezing
@@ -15,6 +16,7 @@ from keras_transfer.losses import WithPenalties
 from keras_transfer.training import distributed
 from keras_transfer.training import feature_cache as cache_lib
 from keras_transfer.training import guards
+from keras_transfer.training import in_memory as in_memory_lib
 from keras_transfer.training import method as method_lib
 from keras_transfer.training import run_folder
 from keras_transfer.training.batchnorm import ChanceLevelWarning
@@ -180,6 +182,11 @@ def as_dataset(
             "Training data must be a tf.data.Dataset of (images, labels) or a tuple "
             f"(x, y). Received: {type(data).__name__}"
         )
+    _check_image_shape(model, image_shape)
+    return data
+
+
+def _check_image_shape(model, image_shape):
     expected = tuple(model.input.shape[1:])
     if len(image_shape) != len(expected) or any(
         e is not None and i is not None and e != i for e, i in zip(expected, image_shape)
@@ -189,7 +196,6 @@ def as_dataset(
             f"{image_shape}. Adapt them with make_dataset(..., image_size=..., "
             f"channels=...). Received: images of shape {image_shape}"
         )
-    return data
 
 
 def _steps_per_epoch(dataset):
@@ -223,14 +229,19 @@ def train(
     method=None,
     stop_on_nan=True,
     strategy=None,
+    in_memory="auto",
 ):
     """Compiles (unless `compile=False`) and fits a classifier on the fastest exact path.
 
     The defaults are the fast path, and none of them changes what is learned beyond
     float round-off:
 
-    - arrays go through a `tf.data` pipeline (cached, shuffled each epoch, full batches
-      only, prefetched), not Keras's numpy adapter;
+    - arrays stay in memory as tensors and the compiled multi-step function gathers
+      each batch itself (`training.in_memory`: no input iterator per step), in the
+      order of the `tf.data` pipeline it replaces (shuffled each epoch, full batches
+      only): the same batches and weights for a seed. With augmentation, or under a
+      `tf.distribute` strategy, arrays go through that `tf.data` pipeline (cached,
+      prefetched); never through Keras's numpy adapter;
     - `steps_per_execution="auto"` runs several steps per compiled call for small
       models (`auto_steps_per_execution`);
     - XLA only where it pays (`jit_compile="auto"`: GPU yes, CPU no), with fixed batch
@@ -299,6 +310,10 @@ def train(
             `distributed.fit_multi_worker`, a `strategy.run` loop (Keras 3's `fit` does
             not run under it); see `keras_transfer.training.distributed`. Defaults to
             `None`.
+        in_memory: `"auto"` or `False`. `"auto"` trains on `(x, y)` arrays without
+            augmentation, outside a strategy, with batches gathered in-graph
+            (`training.in_memory.ArrayFeed`); `False` always uses the `tf.data`
+            pipeline. Defaults to `"auto"`.
         stop_on_nan: bool. Stop at the first NaN or infinite training loss, restore the
             weights of the last good epoch and raise `TrainingDiverged`
             (`training.guards.StopOnNonFiniteLoss`). Defaults to `True`.
@@ -380,6 +395,9 @@ def train(
     ):
         setup = cache_lib.FeatureCache(feature_cache).fit_setup(context)
     repeated = False  # arrays repeated before batching (a step budget)
+    feed = None  # arrays drawn in-graph (training.in_memory)
+    if in_memory not in ("auto", False):
+        raise ValueError(f"in_memory must be 'auto' or False. Received: in_memory={in_memory!r}")
     if setup is not None:
         fit_model, train_ds, validation_ds = setup.model, setup.train, setup.validation
     else:
@@ -389,22 +407,34 @@ def train(
         if not is_dataset and isinstance(train_data, (tuple, list)) and len(train_data) == 2:
             full_batches = max(1, len(train_data[0]) // batch_size)
             repeated = run_length(full_batches, epochs - initial_epoch, min_steps) > full_batches
-        train_ds = as_dataset(
-            train_data,
-            model,
-            batch_size=batch_size,
-            shuffle=True,
-            seed=seed,
-            drop_remainder=True,
-            augment=augment,
-            repeat=repeated,
-        )
+        if (
+            in_memory == "auto"
+            and augment is None
+            and strategy is None
+            and not is_dataset
+            and (repeated or len(train_data[0]) >= batch_size)
+        ):
+            feed = _array_feed(
+                model, train_data, batch_size, seed, repeated, epochs - initial_epoch, min_steps
+            )
+            train_ds = None
+        else:
+            train_ds = as_dataset(
+                train_data,
+                model,
+                batch_size=batch_size,
+                shuffle=True,
+                seed=seed,
+                drop_remainder=True,
+                augment=augment,
+                repeat=repeated,
+            )
         validation_ds = None
         if validation_data is not None:
             validation_ds = as_dataset(validation_data, model, batch_size=batch_size)
     wrap = setup is not None and setup.wrap_callbacks
 
-    passes = full_batches if repeated else _steps_per_epoch(train_ds)
+    passes = full_batches if repeated or feed is not None else _steps_per_epoch(train_ds)
     steps_per_epoch = run_length(passes, epochs - initial_epoch, min_steps)
     if steps_per_epoch != passes:
         if verbose:
@@ -413,7 +443,7 @@ def train(
                 f"{epochs - initial_epoch} epochs runs {steps_per_epoch} steps, "
                 f"{steps_per_epoch * (epochs - initial_epoch)} in all (min_steps={min_steps})."
             )
-        if not repeated:
+        if not repeated and feed is None:
             train_ds = train_ds.repeat()
     if compile:
         rate = learning_rate
@@ -455,7 +485,7 @@ def train(
         _compile_like(fit_model, model, jit, penalties)
     if wrap:
         all_callbacks = [cache_lib.ForFullModel(c, model) for c in all_callbacks]
-    if jit and train_ds.element_spec[0].shape[0] is None:
+    if jit and feed is None and train_ds.element_spec[0].shape[0] is None:
         warnings.warn(
             "jit_compile=True with a variable batch size: the last partial batch "
             "recompiles. Build the dataset with drop_remainder=True.",
@@ -489,6 +519,18 @@ def train(
             callbacks=all_callbacks,
             verbose=verbose,
         )
+    if feed is not None:
+        with in_memory_lib.installed(fit_model, feed):
+            return fit_model.fit(
+                in_memory_lib.placeholder_dataset(),
+                validation_data=validation_ds,
+                epochs=epochs,
+                steps_per_epoch=steps_per_epoch,
+                initial_epoch=initial_epoch,
+                shuffle=False,
+                callbacks=all_callbacks,
+                verbose=verbose,
+            )
     return fit_model.fit(
         train_ds,
         validation_data=validation_ds,
@@ -498,6 +540,26 @@ def train(
         shuffle=False,  # the pipeline shuffles (as_dataset / make_dataset)
         callbacks=all_callbacks,
         verbose=verbose,
+    )
+
+
+def _array_feed(model, train_data, batch_size, seed, repeated, epochs, min_steps):
+    """`train`'s arrays as an `ArrayFeed` (checked as `as_dataset` checks them)."""
+    x, y = (np.asarray(a) for a in train_data)
+    if x.ndim == 3:
+        x = x[..., None]
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same length. Received: len(x)={len(x)}, len(y)={len(y)}")
+    _check_image_shape(model, tuple(x.shape[1:]))
+    passes = max(1, len(x) // batch_size)
+    return in_memory_lib.ArrayFeed(
+        x,
+        y,
+        batch_size=batch_size,
+        steps_per_epoch=run_length(passes, epochs, min_steps),
+        shuffle=True,
+        seed=seed,
+        repeat=repeated,
     )
 
 

@@ -1,0 +1,101 @@
+"""Arrays drawn in-graph (`training.in_memory`): the same batches and weights as the
+tf.data path, exact step counts, Keras's own train function afterwards; and the oneDNN
+default set at import."""
+
+import os
+import platform
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_transfer
+from keras_transfer.training import in_memory
+
+
+@pytest.fixture(scope="module")
+def digits(mnist):
+    return mnist.x[:640].astype("float32"), mnist.y[:640]
+
+
+def _new_model():
+    keras.utils.set_random_seed(1)
+    return keras_transfer.build_classifier("mnist_mlp", 10, weights=None)
+
+
+def _max_difference(a, b):
+    return max(float(np.abs(p - q).max()) for p, q in zip(a.get_weights(), b.get_weights()))
+
+
+@pytest.mark.parametrize("min_steps", [None, 30])
+def test_in_memory_path_equals_the_tf_data_path(digits, min_steps):
+    x, y = digits
+    kwargs = dict(epochs=3, batch_size=64, seed=7, verbose=0, min_steps=min_steps, steps_per_execution=5)
+    reference = _new_model()
+    keras_transfer.train(reference, (x, y), in_memory=False, **kwargs)
+    fast = _new_model()
+    history = keras_transfer.train(fast, (x, y), **kwargs)
+    assert _max_difference(reference, fast) == 0.0
+    # 640 // 64 = 10 steps a pass; under min_steps=30 over 3 epochs, still 10 per epoch.
+    assert int(fast.optimizer.iterations) == int(reference.optimizer.iterations) == 30
+    assert len(history.history["loss"]) == 3
+
+
+def test_exact_step_count_when_calls_do_not_divide_the_epoch(digits):
+    x, y = digits
+    model = _new_model()
+    # 5 images make 1 step a pass; 3 epochs x ceil(40 / 3) = 14 steps, 4 per call.
+    keras_transfer.train(model, (x[:5], y[:5]), epochs=3, min_steps=40, steps_per_execution=4, verbose=0)
+    assert int(model.optimizer.iterations) == 3 * 14
+
+
+def test_keras_train_function_is_back_after_train_and_validation_runs(digits):
+    x, y = digits
+    model = _new_model()
+    history = keras_transfer.train(model, (x[:512], y[:512]), (x[512:], y[512:]), epochs=2, verbose=0)
+    assert model.train_function is None
+    assert set(history.history) >= {"loss", "val_loss", "val_accuracy"}
+    before = int(model.optimizer.iterations)
+    model.fit(x[:128], y[:128], batch_size=32, epochs=1, verbose=0)  # the user's own fit
+    assert int(model.optimizer.iterations) == before + 4
+
+
+def test_in_memory_rejects_bad_values(digits):
+    x, y = digits
+    with pytest.raises(ValueError, match=r"in_memory must be 'auto' or False\. Received: in_memory=True"):
+        keras_transfer.train(_new_model(), (x, y), epochs=1, in_memory=True, verbose=0)
+    with pytest.raises(ValueError, match=r"one pass of 10 full batches of 64\. Received: steps_per_epoch=3"):
+        in_memory.ArrayFeed(x, y, batch_size=64, steps_per_epoch=3)
+
+
+def test_learns_on_real_digits(digits):
+    x, y = digits
+    model = _new_model()
+    history = keras_transfer.train(model, (x, y), epochs=4, batch_size=32, seed=0, verbose=0)
+    assert history.history["accuracy"][-1] > history.history["accuracy"][0] + 0.1
+    assert history.history["accuracy"][-1] > 0.8
+
+
+def _import_in_fresh_process(env_value):
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if env_value is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = env_value
+    code = (
+        "import os, keras_transfer; "
+        "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), keras_transfer._ENABLED_ONEDNN)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+@pytest.mark.skipif(not X86, reason="the oneDNN default is for x86 CPUs")
+def test_import_turns_onednn_on_unless_the_user_chose():
+    assert _import_in_fresh_process(None) == ["1", "True"]
+    assert _import_in_fresh_process("0") == ["0", "False"]
+    assert _import_in_fresh_process("1") == ["1", "False"]
+    assert keras_transfer.performance.onednn_choice().startswith("oneDNN ")
