@@ -99,3 +99,27 @@ def test_import_turns_onednn_on_unless_the_user_chose():
     assert _import_in_fresh_process("0") == ["0", "False"]
     assert _import_in_fresh_process("1") == ["1", "False"]
     assert keras_transfer.performance.onednn_choice().startswith("oneDNN ")
+
+
+def test_fused_adam_matches_keras_adam_and_saves_as_adam(digits, tmp_path):
+    from keras_transfer.training.fused_adam import fuse_adam
+    from keras_transfer.training.fused_adam import is_fused
+
+    x, y = digits
+    models = []
+    for fused in (False, True):
+        model = _new_model()
+        optimizer = keras.optimizers.Adam(1e-3)
+        keras_transfer.compile_classifier(model, optimizer=fuse_adam(optimizer) if fused else optimizer)
+        keras_transfer.train(model, (x, y), epochs=2, batch_size=64, seed=3, compile=False, verbose=0)
+        models.append(model)
+    difference = _max_difference(*models)
+    assert 0.0 < difference < 1e-5  # the fused kernel ran, and agrees to round-off
+    assert is_fused(keras_transfer.compile_classifier(_new_model()).optimizer)
+    assert not is_fused(fuse_adam(keras.optimizers.Adam(amsgrad=True)))
+    path = str(tmp_path / "model.keras")
+    models[1].save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded.optimizer) is keras.optimizers.Adam
+    expected = models[1].predict(x[:8], verbose=0)
+    np.testing.assert_allclose(loaded.predict(x[:8], verbose=0), expected, atol=1e-6)

@@ -26,6 +26,7 @@ from keras_transfer.training.fit import compile_classifier
 from keras_transfer.training.fit import run_length
 from keras_transfer.training.fit import train
 from keras_transfer.training.fit import training_callbacks
+from keras_transfer.training.fused_adam import fuse_adam
 from keras_transfer.training.in_memory import ArrayFeed
 from keras_transfer.training.in_memory import fit_in_memory
 from keras_transfer.training.lr_finder import ExponentialRamp

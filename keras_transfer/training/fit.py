@@ -15,6 +15,7 @@ from keras_transfer.losses import SparseCategoricalCrossentropy
 from keras_transfer.losses import WithPenalties
 from keras_transfer.training import distributed
 from keras_transfer.training import feature_cache as cache_lib
+from keras_transfer.training import fused_adam
 from keras_transfer.training import guards
 from keras_transfer.training import in_memory as in_memory_lib
 from keras_transfer.training import method as method_lib
@@ -48,7 +49,10 @@ def compile_classifier(
     Args:
         model: `keras.Model`.
         learning_rate: float. For the default Adam optimizer. Defaults to `1e-3`.
-        optimizer: `keras.optimizers.Optimizer`. Replaces Adam if given.
+        optimizer: `keras.optimizers.Optimizer`. Replaces Adam if given. The default
+            Adam runs TensorFlow's fused update kernel (`training.fused_adam`: the same
+            formula, one kernel per variable; a plain `keras.optimizers.Adam` in its
+            config and saved files).
         jit_compile: bool or `"auto"` (`default_jit_compile()`: XLA on GPU, not on
             CPU). Defaults to `"auto"`.
         steps_per_execution: int, or `"auto"` (`auto_steps_per_execution` for
@@ -83,7 +87,7 @@ def compile_classifier(
     if steps_per_execution == "auto":
         steps_per_execution = performance.auto_steps_per_execution(model, batch_size)
     model.compile(
-        optimizer=optimizer or keras.optimizers.Adam(learning_rate),
+        optimizer=optimizer or fused_adam.fuse_adam(keras.optimizers.Adam(learning_rate)),
         loss=SparseCategoricalCrossentropy(label_smoothing, from_logits=not probabilities),
         metrics=list(metrics),
         jit_compile=performance.resolve_jit_compile(jit_compile),

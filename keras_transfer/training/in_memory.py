@@ -79,6 +79,15 @@ class ArrayFeed:
         self.dataset = indices
         self.indices = tf.Variable(tf.zeros((steps_per_epoch, batch_size), tf.int64), trainable=False)
         self.position = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self._iterator = None
+
+    @property
+    def iterator(self):
+        """The one iterator over the epochs' index batches (kept when the train function
+        is remade mid-run, e.g. by `GradualUnfreezing`)."""
+        if self._iterator is None:
+            self._iterator = iter(self.dataset)
+        return self._iterator
 
     def batch(self, step):
         """The `(images, labels)` of step `step` of the current epoch."""
@@ -116,7 +125,7 @@ def make_train_function(model, feed):
 
     if not model.run_eagerly:
         multi_step = tf.function(multi_step, autograph=True)
-    index_iterator = iter(feed.dataset)
+    index_iterator = feed.iterator
 
     def function(_unused_iterator):
         return multi_step(index_iterator)
@@ -126,12 +135,25 @@ def make_train_function(model, feed):
 
 @contextlib.contextmanager
 def installed(model, feed):
-    """Runs with `model.train_function` drawing from `feed`; Keras's own afterwards."""
+    """Runs with `model.train_function` drawing from `feed`; Keras's own afterwards.
+
+    `model.make_train_function` is replaced too, so a callback that remakes the train
+    function mid-run (`make_train_function(force=True)` after changing what trains, as
+    `GradualUnfreezing` does) gets a new function on the same feed.
+    """
     previous = model.train_function
+
+    def make(force=False):
+        if model.train_function is None or force:
+            model.train_function = make_train_function(model, feed)
+        return model.train_function
+
     model.train_function = make_train_function(model, feed)
+    model.make_train_function = make
     try:
         yield
     finally:
+        del model.make_train_function  # the class's own again
         model.train_function = previous
 
 
