@@ -98,18 +98,23 @@ def run(smoke=False):
     if smoke:
         x, y = x[:256], y[:256]
     flops = training_flops(BACKBONE)
-    peak = common.matmul_peak_flops()
+    common.matmul_peak_flops()  # the first passes; one more before each round
     script = os.path.abspath(__file__)
     threads = torch_thread_counts()
     with tempfile.TemporaryDirectory() as tmp:
         options = {"data": save_digits(x, y, tmp), "epochs": epochs}
         # float32: the figure.
-        spreads = common.fresh_rounds(script, ["toolkit"] + [f"torch{t}" for t in threads], rounds, options)
+        spreads = common.fresh_rounds(
+            script, ["toolkit"] + [f"torch{t}" for t in threads], rounds, options, measure_peak=True
+        )
         runs = {t: spreads[f"torch{t}"].best for t in threads}
         fastest = max(runs, key=runs.get)
         bf16 = None
         if keras_transfer.bf16_supported():
-            bf16 = common.fresh_rounds(script, ["toolkit_bf16", f"torch_bf16{fastest}"], bf16_rounds, options)
+            bf16 = common.fresh_rounds(
+                script, ["toolkit_bf16", f"torch_bf16{fastest}"], bf16_rounds, options, measure_peak=True
+            )
+    peak = common.matmul_peak_flops()  # the best pass of the run
     setup = (
         f"{len(x):,} MNIST digits, batch {BATCH_SIZE}, {epochs} epochs timed after a warm-up "
         f"epoch, each round a fresh process, {rounds} alternating round(s) per contender, "

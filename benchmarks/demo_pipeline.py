@@ -1,4 +1,4 @@
-"""The full `keras-transfer demo` pipeline against the same pipeline in plain PyTorch,
+"""The `keras-transfer demo` pipeline against the same pipeline in plain PyTorch,
 and the demo's peak memory.
 
     python benchmarks/demo_pipeline.py [--smoke | --full] [--json PATH]
