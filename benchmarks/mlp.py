@@ -8,36 +8,43 @@ float32 0-255, batch 128. Model: `build_classifier("mnist_mlp", 10, weights=None
 (x/255 -> Flatten -> Dense(128, relu) -> Dropout(0.2) -> Dense(10, softmax)), and the
 same layers in PyTorch (`torch_models.MnistMLP`). Adam(1e-3), cross-entropy.
 
-Contenders, alternating in one process, each round running one warm-up epoch and then
-`EPOCHS` timed epochs (one-time tracing / compilation falls in the warm-up epoch on
-every side; the best round counts):
+Every round of every contender runs in a fresh process (`common.fresh_rounds`: in one
+process TensorFlow's and PyTorch's thread pools slow each other down), `ROUNDS` rounds
+alternating between the contenders (A B C ... A B C ...). A round builds a new model,
+trains one warm-up epoch (one-time tracing / compilation falls there on every side) and
+then `EPOCHS` timed epochs. A figure compares the best rounds; its detail gives best,
+median and worst (the spread) and the last epoch's loss and accuracy (they learn alike):
 
 - toolkit: `keras_transfer.train(model, (x, y), epochs=1 + EPOCHS, batch_size=128,
   verbose=0)`, its defaults untouched (a timing callback is the only extra);
 - toolkit with `jit_compile=True` (XLA; a detail line, not a figure: the default
   turns XLA off on CPU);
 - textbook Keras: `model.compile(Adam(1e-3), "sparse_categorical_crossentropy",
-  ["accuracy"])` once, then `model.fit(x, y, batch_size=128, epochs=1 + EPOCHS)`;
+  ["accuracy"])`, then `model.fit(x, y, batch_size=128, epochs=1 + EPOCHS)`;
 - PyTorch: `torch_models.Loop`, at `os.cpu_count()` threads and at 1 thread (on a
   busy machine OpenMP's spinning threads can make 2 threads far slower than 1); the
-  faster one is the figure's denominator.
+  faster one is the figure's denominator. Its processes never import TensorFlow.
 
-Every side keeps training the same model from round to round, so the last epoch's
-training loss and accuracy (in the figure's detail) show that they learn alike.
+Each detail also gives the fraction of the machine's measured fp32 matmul peak
+(`common.matmul_peak_flops`) that training reaches: samples/s x 3 x forward FLOPs per
+sample (`keras_transfer.model_flops`; forward + backward is about 3x the forward).
 """
 
 import os
+import tempfile
 import time
 
 import common
+import numpy as np
 
 NAME_TEXTBOOK = "MNIST MLP training, toolkit default vs textbook Keras fit on numpy"
 NAME_TORCH = "MNIST MLP training, toolkit vs a plain PyTorch CPU loop (same model, data, batch)"
 GOAL_TEXTBOOK = 3.0
-GOAL_TORCH = 1.2
+GOAL_TORCH = 1.5
 BATCH_SIZE = 128
 EPOCHS = 20  # timed epochs per round (5,000 digits each), after one warm-up epoch
-REPEATS = 3
+ROUNDS = 3  # fresh-process rounds per contender: about 4.5 minutes on 2 busy AMD EPYC cores
+BACKBONE = "mnist_mlp"
 
 
 def epoch_clock():
@@ -56,43 +63,31 @@ def epoch_clock():
     return EpochClock()
 
 
-def keras_round(fit):
-    """Runs `fit(callbacks)` (one warm-up epoch + the timed ones) and returns
-    `(seconds of the epochs after the first, final loss, final accuracy)`."""
+def keras_round(fit, epochs, samples):
+    """Runs `fit(callbacks)` (one warm-up epoch + `epochs` timed ones) and returns the
+    round's result: samples/s of the epochs after the first, final loss and accuracy."""
     clock = epoch_clock()
     fit([clock])
-    return clock.ends[-1] - clock.ends[0], clock.logs.get("loss"), clock.logs.get("accuracy")
+    seconds = clock.ends[-1] - clock.ends[0]
+    return result(epochs * samples / seconds, clock.logs.get("loss"), clock.logs.get("accuracy"))
 
 
-def torch_round(loop, epochs, threads):
+def result(samples_per_second, loss, accuracy):
+    return {"samples_per_second": samples_per_second, "loss": float(loss), "accuracy": float(accuracy)}
+
+
+def torch_round(model, x, y, epochs, threads, **loop_options):
+    import torch_models
+
+    loop = torch_models.Loop(model, x, y, batch_size=BATCH_SIZE, **loop_options)
     seconds = loop.timed(epochs, threads=threads)
     loss, accuracy = loop.history[-1]
-    return seconds, loss, accuracy
-
-
-def alternate_rounds(contenders, repeats):
-    """Runs the contenders (callables returning `(seconds, loss, accuracy)`) in
-    alternation via `common.alternate`; returns each one's fastest seconds and the
-    loss and accuracy of its last round."""
-    results = {name: [] for name in contenders}
-    common.alternate(
-        {name: (lambda name=name, fn=fn: results[name].append(fn())) for name, fn in contenders.items()},
-        repeats=repeats,
-    )
-    return {
-        name: (min(r[0] for r in rounds), rounds[-1][1], rounds[-1][2]) for name, rounds in results.items()
-    }
+    return result(epochs * len(x) / seconds, loss, accuracy)
 
 
 def torch_thread_counts():
     cores = os.cpu_count() or 1
     return (cores, 1) if cores > 1 else (1,)
-
-
-def describe(label, samples_per_second, loss, accuracy):
-    return (
-        f"{label} {samples_per_second:,.0f} samples/s (last epoch: loss {loss:.3f}, accuracy {accuracy:.3f})"
-    )
 
 
 def load_digits(smoke):
@@ -105,76 +100,108 @@ def load_digits(smoke):
     return x, y
 
 
-def run(smoke=False):
+def save_digits(x, y, directory):
+    """Writes the digits for the worker processes (which then need neither TensorFlow
+    nor the loaders: the PyTorch ones never import TensorFlow)."""
+    path = os.path.join(directory, "digits.npz")
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def read_digits(options):
+    with np.load(options["data"]) as arrays:
+        return arrays["x"], arrays["y"]
+
+
+def training_flops(backbone):
+    """Training FLOPs per sample: 3 x the forward FLOPs of `build_classifier(backbone)`."""
+    import keras_transfer
+
+    return 3 * keras_transfer.model_flops(keras_transfer.build_classifier(backbone, 10, weights=None))
+
+
+def describe(label, spread, flops=None, peak=None):
+    text = f"{label} {spread.text()}"
+    if flops is not None:
+        text += ", " + common.peak_fraction(spread.best, flops, peak)
+    last = spread.last
+    return text + f" (last epoch: loss {last['loss']:.3f}, accuracy {last['accuracy']:.3f})"
+
+
+def work(contender, options):
+    """One round of `contender` in this (fresh) process."""
+    x, y = read_digits(options)
+    epochs = options["epochs"]
+    if contender.startswith("torch"):
+        import torch
+        import torch_models
+
+        torch.manual_seed(0)
+        return torch_round(torch_models.MnistMLP(), x, y, epochs, int(contender[len("torch") :]))
+
     import keras
 
     import keras_transfer
 
-    epochs, repeats = (1, 1) if smoke else (EPOCHS, REPEATS)
-    x, y = load_digits(smoke)
     keras.utils.set_random_seed(0)
-
-    toolkit_model = keras_transfer.build_classifier("mnist_mlp", 10, weights=None)
-    xla_model = keras_transfer.build_classifier("mnist_mlp", 10, weights=None)
-    textbook_model = keras_transfer.build_classifier("mnist_mlp", 10, weights=None)
-    textbook_model.compile(
-        optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
-    contenders = {
-        "toolkit": lambda: keras_round(
-            lambda callbacks: keras_transfer.train(
-                toolkit_model,
-                (x, y),
-                epochs=1 + epochs,
-                batch_size=BATCH_SIZE,
-                verbose=0,
-                callbacks=callbacks,
-            )
-        ),
-        # Not the default on CPU: shows what `jit_compile="auto"` avoids here.
-        "toolkit_xla": lambda: keras_round(
-            lambda callbacks: keras_transfer.train(
-                xla_model,
-                (x, y),
-                epochs=1 + epochs,
-                batch_size=BATCH_SIZE,
-                verbose=0,
-                callbacks=callbacks,
-                jit_compile=True,
-            )
-        ),
-        "textbook": lambda: keras_round(
-            lambda callbacks: textbook_model.fit(
+    model = keras_transfer.build_classifier(BACKBONE, 10, weights=None)
+    if contender == "textbook":
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        return keras_round(
+            lambda callbacks: model.fit(
                 x, y, batch_size=BATCH_SIZE, epochs=1 + epochs, verbose=0, callbacks=callbacks
-            )
+            ),
+            epochs,
+            len(x),
+        )
+    extra = {"jit_compile": True} if contender == "toolkit_xla" else {}
+    if contender not in ("toolkit", "toolkit_xla"):
+        raise ValueError(f"Unknown contender. Received: contender={contender!r}")
+    return keras_round(
+        lambda callbacks: keras_transfer.train(
+            model, (x, y), epochs=1 + epochs, batch_size=BATCH_SIZE, verbose=0, callbacks=callbacks, **extra
         ),
-    }
+        epochs,
+        len(x),
+    )
+
+
+def run(smoke=False):
+    epochs, rounds = (1, 1) if smoke else (EPOCHS, ROUNDS)
+    x, y = load_digits(smoke)
+    flops = training_flops(BACKBONE)
+    common.matmul_peak_flops()  # the first passes; one more before each round
     torch = common.import_torch()
+    contenders = ["toolkit", "toolkit_xla", "textbook"]
     if torch is not None:
-        import torch_models
+        contenders += [f"torch{threads}" for threads in torch_thread_counts()]
+    with tempfile.TemporaryDirectory() as tmp:
+        options = {"data": save_digits(x, y, tmp), "epochs": epochs}
+        spreads = common.fresh_rounds(
+            os.path.abspath(__file__), contenders, rounds, options, measure_peak=True
+        )
+    speed = {name: spread.best for name, spread in spreads.items()}
 
-        for threads in torch_thread_counts():
-            loop = torch_models.Loop(torch_models.MnistMLP(), x, y, batch_size=BATCH_SIZE)
-            contenders[f"torch{threads}"] = lambda loop=loop, threads=threads: torch_round(
-                loop, epochs, threads
-            )
-    best = alternate_rounds(contenders, repeats)
-    speed = {name: epochs * len(x) / seconds for name, (seconds, _, _) in best.items()}
-
+    peak = common.matmul_peak_flops()  # the best pass of the run
     setup = (
         f"{len(x):,} MNIST digits, batch {BATCH_SIZE}, {epochs} epochs timed after a warm-up "
-        f"epoch, best of {repeats} alternating rounds"
+        f"epoch, each round a fresh process, {rounds} alternating round(s) per contender, "
+        f"training {flops / 1e6:.2f} MFLOP/sample (3 x forward)"
     )
-    toolkit = describe("toolkit train()", speed["toolkit"], *best["toolkit"][1:])
+    toolkit = describe("toolkit train()", spreads["toolkit"], flops, peak)
     figures = [
         common.Figure(
             NAME_TEXTBOOK,
             speed["toolkit"] / speed["textbook"],
             GOAL_TEXTBOOK,
             detail=f"{toolkit}; textbook "
-            + describe("model.fit(x, y)", speed["textbook"], *best["textbook"][1:])
+            + describe("model.fit(x, y)", spreads["textbook"], flops, peak)
             + "; toolkit train(jit_compile=True), XLA, not the CPU default: "
-            + describe("", speed["toolkit_xla"], *best["toolkit_xla"][1:]).strip()
+            + describe("", spreads["toolkit_xla"]).strip()
             + f"; {setup}",
         )
     ]
@@ -186,8 +213,9 @@ def run(smoke=False):
     torch_text = "; ".join(
         describe(
             f"PyTorch loop at {threads} thread{'s' if threads > 1 else ''}",
-            runs[threads],
-            *best[f"torch{threads}"][1:],
+            spreads[f"torch{threads}"],
+            flops,
+            peak,
         )
         for threads in runs
     )
@@ -196,7 +224,7 @@ def run(smoke=False):
             NAME_TORCH,
             speed["toolkit"] / runs[fastest],
             GOAL_TORCH,
-            detail=f"{toolkit}; {torch_text} (the faster, {fastest} thread(s), is the "
+            detail=f"{toolkit}; {torch_text} (the faster best, {fastest} thread(s), is the "
             f"denominator; loss/accuracy: running means over the epoch as Keras reports "
             f"them); torch {torch.__version__}; {setup}",
         )
@@ -205,4 +233,4 @@ def run(smoke=False):
 
 
 if __name__ == "__main__":
-    common.main(run)
+    common.main(run, __doc__.splitlines()[0], worker=work)

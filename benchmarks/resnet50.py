@@ -55,30 +55,6 @@ def randomize_batch_norms(model, seed=0):
             )
 
 
-def matmul_peak(sizes, dtype, repeats):
-    """Best GFLOP/s of tf.linalg.matmul over square `sizes` and `repeats`, and a timer."""
-    import tensorflow as tf
-
-    operands = {}
-    for n in sizes:
-        a = tf.random.uniform((n, n), dtype=tf.float32)
-        operands[n] = (tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype))
-    matmul = tf.function(tf.linalg.matmul)
-    for a, b in operands.values():
-        matmul(a, b).numpy()  # warm up
-
-    def one_pass():
-        best = 0.0
-        for n, (a, b) in operands.items():
-            for _ in range(3):  # short calls: several tries, so one finds the cores free
-                start = time.perf_counter()
-                matmul(a, b).numpy()
-                best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
-        return best
-
-    return one_pass
-
-
 def sample_images(count, size):
     """`count` MNIST digits upscaled to size x size RGB, ResNet50-preprocessed."""
     import keras
@@ -136,8 +112,8 @@ def run(smoke=False):
             flush=True,
         )
 
-    peak32 = matmul_peak(sizes, tf.float32, repeats)
-    peak16 = matmul_peak(sizes, tf.bfloat16, repeats) if bf16 else None
+    peak32 = common.matmul_peak_timer(sizes, tf.float32)
+    peak16 = common.matmul_peak_timer(sizes, tf.bfloat16) if bf16 else None
     peaks = {"fp32": 0.0, "bf16": 0.0}
 
     def timed_peak(name, fn):

@@ -1,6 +1,9 @@
 """The `keras-transfer demo` pipeline written in plain PyTorch (the benchmark's baseline).
 
     python benchmarks/torch_demo.py [--smoke] [--output DIR] [--json PATH]
+        [--sources cnn,mlp] [--budgets 1,5,10,all] [--seeds 0,1]
+
+(`--sources`, `--budgets`, `--seeds`: the options of `keras-transfer demo`, parsed alike.)
 
 What it does, mirroring `keras_transfer.demo.run_demo` run by run:
 
@@ -62,6 +65,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from keras_transfer import cli  # noqa: E402
 from keras_transfer import data as data_lib  # noqa: E402
 from keras_transfer import demo  # noqa: E402
 from keras_transfer import evaluation  # noqa: E402
@@ -442,6 +446,15 @@ def main(argv=None):
         help="torch threads, or 'auto': the faster of 2 and 1 right now (default)",
     )
     parser.add_argument("--json", help="also write results and phase timings to this file")
+    # The same options, parsed the same way, as `keras-transfer demo`'s.
+    parser.add_argument("--sources", default="cnn,mlp", help="source models: cnn, mlp (default: cnn,mlp)")
+    parser.add_argument(
+        "--budgets",
+        type=cli._budgets,
+        default=(1, 5, 10, "all"),
+        help="labels per class (default: 1,5,10,all)",
+    )
+    parser.add_argument("--seeds", type=cli._seeds, default=(0, 1), help="seeds (default: 0,1)")
     args = parser.parse_args(argv)
     if args.threads == "auto":
         threads = pick_threads()
@@ -449,7 +462,14 @@ def main(argv=None):
         threads = int(args.threads)
         torch.set_num_threads(threads)
     print(f"PyTorch {torch.__version__}: {threads} thread(s)", flush=True)
-    result = run_pipeline(args.output, smoke=args.smoke, log=lambda line: print(line, flush=True))
+    result = run_pipeline(
+        args.output,
+        sources=tuple(s.strip() for s in args.sources.split(",")),
+        budgets=args.budgets,
+        seeds=args.seeds,
+        smoke=args.smoke,
+        log=lambda line: print(line, flush=True),
+    )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(

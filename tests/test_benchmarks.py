@@ -4,6 +4,7 @@ Benchmarks are never timed tests: this only checks that every script runs and re
 every figure of the issue's table, with its goal, and the final `N/M goals met` line.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -43,12 +44,13 @@ QUICK = {
     "feature_cache": ("feature cache",),
     "image_pipeline": ("image-folder",),
     "cli_startup": ("keras-transfer --help",),
+    "import_cost": ("import keras_transfer", "from keras_transfer import train"),
 }
 
 
 def test_runner_smoke_reports_the_quick_figures():
     summary, count = _smoke(*QUICK)
-    assert count == 6, summary
+    assert count == 8, summary
     for words in QUICK.values():
         for word in words:
             assert word.lower() in summary, word
@@ -57,7 +59,7 @@ def test_runner_smoke_reports_the_quick_figures():
 @pytest.mark.large
 def test_runner_smoke_reports_every_figure():
     summary, count = _smoke()
-    assert count == 10, summary
+    assert count == 12, summary
     for words in (
         "MLP",
         "textbook",
@@ -70,5 +72,48 @@ def test_runner_smoke_reports_every_figure():
         "image-folder",
         "peak RSS",
         "keras-transfer --help",
+        "import keras_transfer",
     ):
         assert words.lower() in summary, words
+
+
+def _benchmark_modules():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import common
+    import run
+
+    return common, run
+
+
+def test_machine_kind_labels():
+    common, _ = _benchmark_modules()
+    assert common.machine_kind("GenuineIntel", {"avx2", "avx512f", "amx_bf16", "amx_tile"}) == "intel-amx"
+    assert common.machine_kind("GenuineIntel", {"avx2", "avx512f"}) == "intel-avx512"
+    assert common.machine_kind("AuthenticAMD", {"avx2", "avx512f", "avx512_bf16"}) == "amd-avx512"
+    assert common.machine_kind("AuthenticAMD", {"avx2", "fma"}) == "amd-avx2"
+    assert common.machine_kind("HygonGenuine", {"avx2"}) == "x86-avx2"
+
+
+def test_spread_best_median_worst():
+    common, _ = _benchmark_modules()
+    speed = common.Spread([55_100.0, 61_200.0, 58_000.0], {"loss": 0.1})
+    assert (speed.best, speed.median, speed.worst) == (61_200.0, 58_000.0, 55_100.0)
+    assert speed.text() == "best 61.2k, median 58.0k, worst 55.1k samples/s over 3 rounds"
+    seconds = common.Spread([5.5, 5.0, 6.0], lower_is_better=True)
+    assert (seconds.best, seconds.worst) == (5.0, 6.0)
+
+
+def test_results_file_keeps_the_scripts_not_rerun(tmp_path):
+    common, run = _benchmark_modules()
+    path = str(tmp_path / "results" / "amd-avx512.json")
+    info = {"kind": "amd-avx512", "cpu": "AMD EPYC"}
+    run.save_results(path, info, {"mlp": ([common.Figure("a", 2.0, 1.5)], 10.0)})
+    run.save_results(path, info, {"cnn": ([common.Figure("b", 1.0, 1.3)], 20.0)})
+    with open(path) as handle:
+        saved = json.load(handle)
+    assert list(saved["scripts"]) == ["mlp", "cnn"]
+    assert saved["scripts"]["mlp"]["figures"][0]["value"] == 2.0
+    assert saved["scripts"]["mlp"]["figures"][0]["met"] is True
+    assert saved["scripts"]["cnn"]["figures"][0]["met"] is False
+    assert saved["machine"]["cpu"] == "AMD EPYC"
+    assert os.listdir(tmp_path / "results") == ["amd-avx512.json"]  # no temporary file left
