@@ -24,7 +24,16 @@ sys.path.insert(0, HERE)
 import common  # noqa: E402
 
 # In the order of the table of goals.
-SCRIPTS = ("mlp", "cnn", "demo_pipeline", "feature_cache", "resnet50", "image_pipeline", "cli_startup")
+SCRIPTS = (
+    "mlp",
+    "cnn",
+    "demo_pipeline",
+    "feature_cache",
+    "resnet50",
+    "image_pipeline",
+    "cli_startup",
+    "scaling",
+)
 
 
 def run_script(name, smoke):

@@ -57,7 +57,7 @@ def test_runner_smoke_reports_the_quick_figures():
 @pytest.mark.large
 def test_runner_smoke_reports_every_figure():
     summary, count = _smoke()
-    assert count == 10, summary
+    assert count == 14, summary
     for words in (
         "MLP",
         "textbook",
@@ -70,5 +70,7 @@ def test_runner_smoke_reports_every_figure():
         "image-folder",
         "peak RSS",
         "keras-transfer --help",
+        "scaling: scan throughput flatness",
+        "scaling: peak RSS",
     ):
         assert words.lower() in summary, words
