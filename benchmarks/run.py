@@ -40,6 +40,7 @@ SCRIPTS = (
     "image_pipeline",
     "cli_startup",
     "import_cost",
+    "scaling",
 )
 
 

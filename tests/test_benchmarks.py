@@ -59,7 +59,7 @@ def test_runner_smoke_reports_the_quick_figures():
 @pytest.mark.large
 def test_runner_smoke_reports_every_figure():
     summary, count = _smoke()
-    assert count == 12, summary
+    assert count == 16, summary
     for words in (
         "MLP",
         "textbook",
@@ -73,6 +73,8 @@ def test_runner_smoke_reports_every_figure():
         "peak RSS",
         "keras-transfer --help",
         "import keras_transfer",
+        "scaling: scan throughput flatness",
+        "scaling: peak RSS",
     ):
         assert words.lower() in summary, words
 

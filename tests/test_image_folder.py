@@ -221,6 +221,120 @@ def test_file_cache_is_keyed_by_the_files(clean, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.fixture
+def tiny(tmp_path):
+    """12 random 8x8 RGB PNGs, 6 per class (lossless: cached pixels are comparable)."""
+    x = np.random.default_rng(0).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    root = str(tmp_path / "tiny")
+    write_image_folder(root, x, np.repeat([0, 1], 6), ["a", "b"])
+    return root
+
+
+GB = 10**9
+TINY_KWARGS = dict(image_size=8, batch_size=4, shuffle=False, validation_split=0.25)
+
+
+def test_auto_cache_is_memory_for_a_small_folder(tiny, capsys):
+    plan = image_folder.plan_image_cache(12, 8)
+    assert plan.kind == "memory" and plan.cache is True and plan.estimated_bytes == 12 * 8 * 8 * 3 * 4
+    assert plan.available_bytes > 0
+    data = image_folder.image_folder_datasets(tiny, **TINY_KWARGS)
+    out = capsys.readouterr().out
+    available = out.split("within half of the ", 1)[1].split(" of memory available", 1)[0]
+    assert "Image cache: in memory (12 images of 8x8x3 float32 = 0.01 MB, within half of the " in out
+    assert available.endswith(" GB") and float(available[:-3].replace(",", "")) > 0.1
+    assert sum(len(y) for _, y in data.train) == 8 and sum(len(y) for _, y in data.validation) == 4
+
+
+def test_auto_cache_is_a_file_when_memory_is_short_and_gives_the_same_batches(
+    tiny, tmp_path, monkeypatch, capsys
+):
+    in_memory = image_folder.image_folder_datasets(tiny, cache=True, verbose=False, **TINY_KWARGS)
+    # 12 images of 8x8x3 float32 are 9,216 bytes: more than half of 10,000 bytes available.
+    monkeypatch.setattr(image_folder, "_memory_bytes", lambda: (10_000, 16 * GB))
+    cache_dir = str(tmp_path / "image_cache")
+    plan = image_folder.plan_image_cache(12, 8, cache_dir=cache_dir)
+    assert plan.kind == "file" and plan.cache == os.path.join(cache_dir, "images")
+    assert plan.estimated_bytes == 9216 and plan.available_bytes == 10_000
+    on_disk = image_folder.image_folder_datasets(tiny, cache_dir=cache_dir, **TINY_KWARGS)
+    line = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Image cache:")]
+    assert line == [
+        f"Image cache: files under {cache_dir} (12 images of 8x8x3 float32 = 0.01 MB, more than "
+        f"half of the 0.01 MB of memory available; {line[0].split('; ')[1]}"
+    ]
+    assert line[0].endswith(" free on that disk).") and " GB free" in line[0]
+    assert not os.path.exists(cache_dir) or not os.listdir(cache_dir)  # nothing written yet
+    for epoch in range(2):
+        for (a, la), (b, lb) in zip(in_memory.train, on_disk.train, strict=True):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(la, lb)
+        if epoch == 0:  # after one pass the training cache is on disk
+            index = [f for f in os.listdir(cache_dir) if f.endswith(".index")]
+            assert len(index) == 1 and index[0].startswith("images-")
+    for (a, la), (b, lb) in zip(in_memory.validation, on_disk.validation, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+    assert len([f for f in os.listdir(cache_dir) if f.endswith(".index")]) == 2  # + validation
+    # files_dataset decides alone the same way, and says so when verbose.
+    paths = on_disk.train_files.paths
+    ds = image_folder.files_dataset(paths, image_size=8, cache_dir=cache_dir, verbose=True)
+    assert capsys.readouterr().out.startswith(f"Image cache: files under {cache_dir} (8 images of 8x8x3")
+    np.testing.assert_array_equal(np.concatenate(list(ds)), np.concatenate([x for x, _ in in_memory.train]))
+
+
+def test_auto_cache_is_off_when_neither_memory_nor_disk_can_hold_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(image_folder, "_memory_bytes", lambda: (10_000, 16 * GB))
+    monkeypatch.setattr(image_folder, "_free_disk_bytes", lambda folder: 5_000)
+    plan = image_folder.plan_image_cache(12, 8, cache_dir=str(tmp_path))
+    assert plan.kind == "none" and plan.cache is False
+    assert plan.reason == (
+        "off, every epoch decodes the images again (12 images of 8x8x3 float32 = 0.01 MB: more "
+        f"than half of the 0.01 MB of memory available, and more than 90% of the 0.01 MB free at "
+        f"{tmp_path}; pass cache_dir= a folder on a larger disk)"
+    )
+
+
+def test_a_100k_folder_at_224_goes_to_files_on_a_24_gb_machine(monkeypatch, tmp_path):
+    monkeypatch.setattr(image_folder, "_memory_bytes", lambda: (22 * GB, 24 * GB))
+    monkeypatch.setattr(image_folder, "_free_disk_bytes", lambda folder: 500 * GB)
+    plan = image_folder.plan_image_cache(100_000, 224, cache_dir=str(tmp_path))
+    assert plan.estimated_bytes == 100_000 * 224 * 224 * 3 * 4 == 60_211_200_000
+    assert plan.kind == "file" and plan.reason == (
+        f"files under {tmp_path} (100,000 images of 224x224x3 float32 = 60.2 GB, more than half "
+        "of the 22.0 GB of memory available; 500.0 GB free on that disk)"
+    )
+    # Explicit choices win: a prefix and False as given; True beyond the machine is refused...
+    assert image_folder.plan_image_cache(100_000, 224, cache="/data/c").cache == "/data/c"
+    assert image_folder.plan_image_cache(100_000, 224, cache=False).kind == "none"
+    with pytest.raises(
+        ValueError, match=r"60.2 GB, more than this machine's 24.0 GB of memory.*Received: cache=True"
+    ):
+        image_folder.plan_image_cache(100_000, 224, cache=True)
+    # ... and beyond the memory available (but not the machine's) warned about.
+    with pytest.warns(RuntimeWarning, match=r"= 22.3 GB, more than the 22.0 GB of memory available now"):
+        plan = image_folder.plan_image_cache(37_000, 224, cache=True)
+    assert plan.kind == "memory"
+
+
+def test_cache_true_beyond_the_machine_is_refused_before_any_epoch(tiny, monkeypatch):
+    monkeypatch.setattr(image_folder, "_memory_bytes", lambda: (1_000, 2_000))
+    with pytest.raises(
+        ValueError, match="12 images of 8x8x3 float32 = 0.01 MB, more than this machine's 0.00 MB"
+    ):
+        image_folder.image_folder_datasets(tiny, cache=True, verbose=False, **TINY_KWARGS)
+
+
+def test_memory_is_read_from_proc_meminfo_and_capped_by_a_cgroup(tmp_path, monkeypatch):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24683568 kB\nMemFree:  100 kB\nMemAvailable:   23968168 kB\n")
+    assert image_folder._read_numbers(str(meminfo))["MemAvailable"] == 23968168 * 1024
+    available, total = image_folder._memory_bytes()
+    if os.path.exists("/proc/meminfo"):
+        assert 0 < available <= total
+    monkeypatch.setattr(image_folder, "_cgroup_memory", lambda: (1 * GB, 2 * GB))
+    assert image_folder._memory_bytes() == (1 * GB, 2 * GB)
+
+
 def test_class_names_fix_ids_and_allow_a_partial_test_folder(clean, capsys):
     names = ["zero", "one", "nine", "seven"]
     folder = image_folder.scan_image_folder(clean[0], class_names=names)
@@ -275,7 +389,8 @@ def test_folder_errors(tmp_path, source):
         (dict(channels=2), "channels must be 1 or 3. Received: channels=2"),
         (dict(image_size=0), "image_size must be a positive int"),
         (dict(image_size=(28,)), "image_size must be a positive int"),
-        (dict(cache=5), "cache must be True, False or a file path"),
+        (dict(cache=5), "cache must be 'auto', True, False or a file path prefix. Received: cache=5"),
+        (dict(cache_dir=5), "cache_dir must be a folder path or None. Received: cache_dir=5"),
         (dict(seed=-1), "seed must be a non-negative int"),
         (dict(augment="yes"), "augment must be a bool"),
         (dict(drop_remainder=True, batch_size=200), "drop_remainder=True with 144 files"),
