@@ -14,6 +14,7 @@ then printed but mean nothing.
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import platform
@@ -108,6 +109,7 @@ class Spread:
     values: list
     last: dict = dataclasses.field(default_factory=dict)
     lower_is_better: bool = False
+    rounds: list = dataclasses.field(default_factory=list)  # every round's result dict
 
     @property
     def best(self):
@@ -137,7 +139,15 @@ def _short(value):
 
 
 def fresh_rounds(
-    script, contenders, rounds, options=None, *, key="samples_per_second", measure_peak=False, timeout=1800
+    script,
+    contenders,
+    rounds,
+    options=None,
+    *,
+    key="samples_per_second",
+    measure_peak=False,
+    timeout=1800,
+    envs=None,
 ):
     """Runs each contender of `script` in a new process, `rounds` times, alternating.
 
@@ -155,6 +165,8 @@ def fresh_rounds(
         measure_peak: bool. Before each round, one more pass of `matmul_peak_flops`
             in this process (no contender running), so the peak is a best of N too.
         timeout: float. Seconds one process may take.
+        envs: dict. `{name: {VARIABLE: value}}`: environment variables of one
+            contender's processes (e.g. `TF_ENABLE_ONEDNN_OPTS`).
 
     Returns:
         `{name: Spread}`.
@@ -195,7 +207,12 @@ def fresh_rounds(
                 ]
                 start = time.perf_counter()
                 process = subprocess.run(
-                    command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+                    command,
+                    cwd=ROOT,
+                    env=dict(env, **(envs or {}).get(name, {})),
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
                 )
                 if process.returncode != 0 or not os.path.exists(out):
                     raise RuntimeError(
@@ -210,7 +227,7 @@ def fresh_rounds(
                     f"({time.perf_counter() - start:.0f}s in a fresh process)",
                     flush=True,
                 )
-    return {name: Spread([r[key] for r in runs], runs[-1]) for name, runs in results.items()}
+    return {name: Spread([r[key] for r in runs], runs[-1], rounds=runs) for name, runs in results.items()}
 
 
 # The machine.
@@ -256,6 +273,8 @@ def machine_kind(vendor, flags):
 
 def machine():
     """The machine and the versions a result depends on."""
+    # keras_transfer before TensorFlow: its oneDNN default then holds here and in children.
+    importlib.import_module("keras_transfer")
     import keras
     import tensorflow as tf
 
@@ -272,6 +291,7 @@ def machine():
         "amx": performance.has_amx(),
         "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "onednn": performance._onednn_enabled(),
+        "onednn_choice": performance.onednn_choice(),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,

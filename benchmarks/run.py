@@ -41,6 +41,7 @@ SCRIPTS = (
     "cli_startup",
     "import_cost",
     "scaling",
+    "onednn",
 )
 
 

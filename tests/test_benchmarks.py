@@ -59,7 +59,7 @@ def test_runner_smoke_reports_the_quick_figures():
 @pytest.mark.large
 def test_runner_smoke_reports_every_figure():
     summary, count = _smoke()
-    assert count == 16, summary
+    assert count == 19, summary
     for words in (
         "MLP",
         "textbook",
@@ -75,6 +75,7 @@ def test_runner_smoke_reports_every_figure():
         "import keras_transfer",
         "scaling: scan throughput flatness",
         "scaling: peak RSS",
+        "oneDNN (AVX2 code) vs TensorFlow's own kernels",
     ):
         assert words.lower() in summary, words
 
