@@ -65,7 +65,8 @@ class Figure:
         if self.value is None:
             return f"{self.name}: skipped ({self.skipped}); {goal}"
         verdict = "met" if self.met else "NOT met"
-        text = f"{self.name}: {self.value:.2f}{self.unit} ({verdict}; {goal})"
+        value = f"{self.value:.2f}" if self.value == 0 or abs(self.value) >= 0.01 else f"{self.value:.1e}"
+        text = f"{self.name}: {value}{self.unit} ({verdict}; {goal})"
         return text + (f"\n    {self.detail}" if self.detail else "")
 
 

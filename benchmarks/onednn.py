@@ -45,7 +45,8 @@ CNN_SAMPLES = 2000
 ROUNDS = 3
 
 
-def _speed(model, x, y, epochs):
+def _speed(model, x, y, epochs, **train_kwargs):
+    """samples/s of `keras_transfer.train` over `epochs` timed epochs after a warm-up."""
     import time
 
     import keras
@@ -62,7 +63,14 @@ def _speed(model, x, y, epochs):
 
     clock = Clock()
     keras_transfer.train(
-        model, (x, y), epochs=1 + epochs, batch_size=BATCH_SIZE, verbose=0, callbacks=[clock], seed=0
+        model,
+        (x, y),
+        epochs=1 + epochs,
+        batch_size=BATCH_SIZE,
+        verbose=0,
+        callbacks=[clock],
+        seed=0,
+        **train_kwargs,
     )
     return epochs * len(x) / (clock.ends[-1] - clock.ends[0])
 
