@@ -100,7 +100,7 @@ def run(smoke=False):
     flops = training_flops(BACKBONE)
     common.matmul_peak_flops()  # the first passes; one more before each round
     script = os.path.abspath(__file__)
-    threads = torch_thread_counts()
+    threads = torch_thread_counts(smoke)
     with tempfile.TemporaryDirectory() as tmp:
         options = {"data": save_digits(x, y, tmp), "epochs": epochs}
         # float32: the figure.

@@ -85,9 +85,10 @@ def torch_round(model, x, y, epochs, threads, **loop_options):
     return result(epochs * len(x) / seconds, loss, accuracy)
 
 
-def torch_thread_counts():
+def torch_thread_counts(smoke=False):
+    """PyTorch's thread counts: every core and 1 (only every core in a smoke run)."""
     cores = os.cpu_count() or 1
-    return (cores, 1) if cores > 1 else (1,)
+    return (cores, 1) if cores > 1 and not smoke else (cores,)
 
 
 def load_digits(smoke):
@@ -178,7 +179,7 @@ def run(smoke=False):
     torch = common.import_torch()
     contenders = ["toolkit", "toolkit_xla", "textbook"]
     if torch is not None:
-        contenders += [f"torch{threads}" for threads in torch_thread_counts()]
+        contenders += [f"torch{threads}" for threads in torch_thread_counts(smoke)]
     with tempfile.TemporaryDirectory() as tmp:
         options = {"data": save_digits(x, y, tmp), "epochs": epochs}
         spreads = common.fresh_rounds(
@@ -208,7 +209,7 @@ def run(smoke=False):
     if torch is None:
         figures.append(common.skipped(NAME_TORCH, GOAL_TORCH, common.TORCH_MISSING))
         return figures
-    runs = {threads: speed[f"torch{threads}"] for threads in torch_thread_counts()}
+    runs = {threads: speed[f"torch{threads}"] for threads in torch_thread_counts(smoke)}
     fastest = max(runs, key=runs.get)
     torch_text = "; ".join(
         describe(
