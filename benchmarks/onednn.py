@@ -144,7 +144,7 @@ def run(smoke=False):
             NAME_MLP,
             mlp[side] / mlp["eigen"],
             GOAL_MLP,
-            detail=f"MLP (5,000 digits, batch {BATCH_SIZE}): {mlp_text}; {setup}",
+            detail=f"MLP ({len(x):,} digits, batch {BATCH_SIZE}): {mlp_text}; {setup}",
         ),
         common.Figure(
             NAME_EQUAL,
