@@ -18,7 +18,7 @@ traces; not timed; skipped in `--smoke`), then on the folder of its size (best o
   validation_split=0, cache="auto")` (lists and decodes every file once to check it) and
   the first epoch (decoding and filling the image cache).
 - **epoch**: a later epoch of that pipeline, from the image cache (best of `EPOCH_REPEATS`
-  = 5: a 50k epoch from memory takes about 0.3 s, and one timing of that is mostly noise).
+  = 5: a 50k epoch from memory takes about 0.2-0.3 s, so each size gets several timings).
 - **feature cache**: `keras_transfer.compute_features(features, folder.train)`, the pass
   `train(..., feature_cache=True)` makes, with the frozen front of
   `build_classifier("mobilenet_v3_small", 10, weights=None, input_shape=(32, 32, 3),
