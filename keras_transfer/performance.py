@@ -148,12 +148,12 @@ def bf16_unsupported_reason():
     return None
 
 
-def _layer_flops(layer):
-    """2 x multiply-adds of one call of a conv / Dense layer (0 for other layers)."""
-    if not getattr(layer, "built", False) or not keras_internals.inbound_nodes(layer):
+def _layer_flops(layer, nodes):
+    """2 x multiply-adds of the calls `nodes` of a conv / Dense layer (0 for other layers)."""
+    if not getattr(layer, "built", False) or not nodes:
         return 0
     flops = 0
-    for node in keras_internals.inbound_nodes(layer):
+    for node in nodes:
         outputs = keras.tree.flatten(node.output_tensors)
         if not outputs:
             continue
@@ -210,10 +210,12 @@ def model_flops(model):
     """
     total = 0
     for layer in model.layers:
+        # Only the calls in this model's graph (not a cached head's, say).
+        nodes = keras_internals.own_inbound_nodes(model, layer)
         if isinstance(layer, keras.Model):
-            total += model_flops(layer) * max(1, len(keras_internals.inbound_nodes(layer)))
+            total += model_flops(layer) * max(1, len(nodes))
         else:
-            total += _layer_flops(layer)
+            total += _layer_flops(layer, nodes)
     return total
 
 

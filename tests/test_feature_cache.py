@@ -69,6 +69,33 @@ def test_cached_training_equals_plain_training(source, split_digits, capsys):
     assert history.history["val_accuracy"][-1] > 0.7  # chance is 0.1
 
 
+def test_a_second_train_of_the_same_model_uses_the_cache_again(source, split_digits, capsys):
+    """Each split calls the head's layers in a head model: those calls are not the
+    model's own graph, so the next `train` (and `split_frozen_features`) still cuts."""
+    train, _ = split_digits
+    from keras_transfer.forgetting import heads
+
+    model, plain = frozen_twins(source)
+    initial = model.get_weights()
+    flops = keras_transfer.model_flops(model)
+    for _ in range(2):
+        model.set_weights(initial)
+        keras_transfer.train(model, train, epochs=1, batch_size=32, seed=3, verbose=2)
+        assert "Feature cache on" in capsys.readouterr().out
+    split = keras_transfer.split_frozen_features(model)
+    assert split.cut == "output_dropout"
+    assert split.features.output is model.get_layer("output_dropout").output
+    # The head's calls in the head models count nowhere: FLOPs, the head's input.
+    assert keras_transfer.model_flops(model) == flops
+    assert heads.head_features(model) is model.get_layer("predictions").input
+    keras_transfer.train(plain, train, epochs=1, batch_size=32, seed=3, verbose=0, feature_cache=False)
+    np.testing.assert_allclose(
+        model.get_layer("predictions").get_weights()[0],
+        plain.get_layer("predictions").get_weights()[0],
+        atol=2e-4,
+    )
+
+
 def test_head_shares_the_models_layers(source, split_digits, tmp_path):
     model = frozen_twins(source, 1)[0]
     split = keras_transfer.split_frozen_features(model)

@@ -86,9 +86,10 @@ def head_features(model, head_layer="predictions"):
             f"Received: head_layer={head_layer!r}"
         )
     layer = model.get_layer(head_layer)
-    if len(keras_internals.inbound_nodes(layer)) != 1:
+    calls = len(keras_internals.own_inbound_nodes(model, layer))  # not a cached head's calls
+    if calls != 1:
         raise ValueError(
-            f"The head layer {head_layer!r} is called {len(keras_internals.inbound_nodes(layer))} times in "
+            f"The head layer {head_layer!r} is called {calls} times in "
             f"the target model; it must be called once. Received: head_layer={head_layer!r}"
         )
     return layer.input

@@ -88,9 +88,12 @@ def split_frozen_features(model):
     if not isinstance(model, keras.Model) or not getattr(model, "inputs", None) or len(model.inputs) != 1:
         raise ValueError("the model is not a single-input Functional model")
     layers = [layer for layer in layers if not isinstance(layer, keras.layers.InputLayer)]
-    previous = model.inputs[0]
+    # Only the calls in this model's graph: a split adds calls of the head's layers in
+    # the head model (and so does every `train` with the cache), which do not count.
+    own = keras_internals.graph_nodes(model)
+    previous, outputs = model.inputs[0], []
     for layer in layers:
-        nodes = [n for n in keras_internals.inbound_nodes(layer) if n.operation is layer]
+        nodes = [n for n in keras_internals.inbound_nodes(layer) if n.operation is layer and id(n) in own]
         if len(nodes) != 1 or len(nodes[0].input_tensors) != 1 or nodes[0].input_tensors[0] is not previous:
             raise ValueError(
                 f"the model's layers do not form a chain (at layer {layer.name!r}), so "
@@ -99,6 +102,7 @@ def split_frozen_features(model):
         previous = nodes[0].output_tensors[0] if len(nodes[0].output_tensors) == 1 else None
         if previous is None:
             raise ValueError(f"layer {layer.name!r} has several outputs")
+        outputs.append(previous)
     cut = 0
     while cut < len(layers) and not layers[cut].trainable_weights and not _stochastic(layers[cut]):
         cut += 1
@@ -113,7 +117,7 @@ def split_frozen_features(model):
             else f"layer {blocker.name!r} is trainable (the backbone is not frozen)"
         )
         raise ValueError(f"there is no frozen backbone to cache: {why}")
-    feature_tensor = _output(front[-1])
+    feature_tensor = outputs[cut - 1]
     features = keras.Model(model.inputs[0], feature_tensor, name=f"{model.name}_features")
     head_input = keras.Input(
         tuple(feature_tensor.shape[1:]), dtype=feature_tensor.dtype, name=f"{front[-1].name}_features"
@@ -123,10 +127,6 @@ def split_frozen_features(model):
         x = layer(x)
     head = keras.Model(head_input, x, name=f"{model.name}_head")
     return FeatureSplit(features, head, front[-1].name)
-
-
-def _output(layer):
-    return keras_internals.node_output(layer)
 
 
 def _stochastic(layer):

@@ -54,6 +54,27 @@ def node_output(layer):
     return keras.layers.Layer.output.fget(layer)
 
 
+def graph_nodes(model):
+    """The nodes of a Functional model's own graph (`Function._nodes_by_depth`).
+
+    A layer's `_inbound_nodes` also hold its calls in other graphs (a head model built
+    from the same layer objects, say); these are the ones `model` runs.
+    """
+    return {id(node) for nodes in model._nodes_by_depth.values() for node in nodes}
+
+
+def own_inbound_nodes(model, layer):
+    """`layer`'s calls in `model`'s own graph (`Function._nodes_by_depth`).
+
+    All of its calls if `model` is not a graph of nodes (a Sequential model).
+    """
+    nodes = [node for node in inbound_nodes(layer) if node.operation is layer]
+    if not hasattr(model, "_nodes_by_depth"):
+        return nodes
+    own = graph_nodes(model)
+    return [node for node in nodes if id(node) in own]
+
+
 def is_functional(model):
     """Whether `model` is a Functional model, one that runs a graph (`Functional._run_through_graph`)."""
     return isinstance(model, keras.Model) and hasattr(model, "_run_through_graph")
