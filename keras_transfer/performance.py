@@ -209,9 +209,9 @@ def model_flops(model):
     True
     """
     total = 0
+    calls = keras_internals.graph_calls(model)  # not a cached head's calls, say
     for layer in model.layers:
-        # Only the calls in this model's graph (not a cached head's, say).
-        nodes = keras_internals.own_inbound_nodes(model, layer)
+        nodes = calls.get(id(layer), [])
         if isinstance(layer, keras.Model):
             total += model_flops(layer) * max(1, len(nodes))
         else:

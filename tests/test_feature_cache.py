@@ -8,6 +8,7 @@ import pytest
 
 import keras_transfer
 from keras_transfer import feature_cache
+from keras_transfer.forgetting import heads
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +74,6 @@ def test_a_second_train_of_the_same_model_uses_the_cache_again(source, split_dig
     """Each split calls the head's layers in a head model: those calls are not the
     model's own graph, so the next `train` (and `split_frozen_features`) still cuts."""
     train, _ = split_digits
-    from keras_transfer.forgetting import heads
-
     model, plain = frozen_twins(source)
     initial = model.get_weights()
     flops = keras_transfer.model_flops(model)

@@ -29,8 +29,7 @@ WRAPS = {
     "set_call": "Operation.__call__",
     "attribute_snapshot": "`object.__dict__`",
     "restore_attributes": "Layer.__setattr__",
-    "graph_nodes": "Function._nodes_by_depth",
-    "own_inbound_nodes": "Function._nodes_by_depth",
+    "graph_calls": "Function._nodes_by_depth",
 }
 
 
@@ -276,14 +275,16 @@ def test_attribute_snapshot_and_restore_attributes_undo_compile_and_fit():
     _expect("restore_attributes", getattr(model, "optimizer", None) is None, "the optimizer is still set")
 
 
-def test_graph_nodes_and_own_inbound_nodes_leave_out_calls_in_other_graphs():
+def test_graph_calls_leaves_out_calls_in_other_graphs():
     inputs = keras.Input((4,))
     dense = keras.layers.Dense(2, name="shared")
     model = keras.Model(inputs, dense(inputs))
     other_input = keras.Input((4,))
     keras.Model(other_input, dense(other_input))  # a second call of the layer, in another graph
-    _expect("graph_nodes", len(_call("graph_nodes", model)) == 2, "did not return the model's 2 nodes")
-    own = _call("own_inbound_nodes", model, dense)
-    _expect("own_inbound_nodes", len(keras_internals.inbound_nodes(dense)) == 2, "the layer has 2 calls")
-    _expect("own_inbound_nodes", len(own) == 1, f"returned {len(own)} nodes, not the model's one")
-    _expect("own_inbound_nodes", own[0].output_tensors[0] is model.outputs[0], "not the model's call")
+    calls = _call("graph_calls", model)
+    _expect("graph_calls", len(keras_internals.inbound_nodes(dense)) == 2, "the layer has 2 calls")
+    own = calls.get(id(dense), [])
+    _expect("graph_calls", len(own) == 1, f"returned {len(own)} calls of the layer, not the model's one")
+    _expect("graph_calls", own[0].output_tensors[0] is model.outputs[0], "not the model's call")
+    sequential = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    _expect("graph_calls", len(_call("graph_calls", sequential)[id(sequential.layers[0])]) == 1, "Sequential")

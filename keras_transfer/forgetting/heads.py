@@ -86,13 +86,13 @@ def head_features(model, head_layer="predictions"):
             f"Received: head_layer={head_layer!r}"
         )
     layer = model.get_layer(head_layer)
-    calls = len(keras_internals.own_inbound_nodes(model, layer))  # not a cached head's calls
-    if calls != 1:
+    calls = keras_internals.graph_calls(model).get(id(layer), [])  # not a cached head's calls
+    if len(calls) != 1:
         raise ValueError(
-            f"The head layer {head_layer!r} is called {calls} times in "
+            f"The head layer {head_layer!r} is called {len(calls)} times in "
             f"the target model; it must be called once. Received: head_layer={head_layer!r}"
         )
-    return layer.input
+    return calls[0].input_tensors[0]
 
 
 def copy_head(source, head_layer="predictions", name=SOURCE):

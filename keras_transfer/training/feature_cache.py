@@ -90,10 +90,10 @@ def split_frozen_features(model):
     layers = [layer for layer in layers if not isinstance(layer, keras.layers.InputLayer)]
     # Only the calls in this model's graph: a split adds calls of the head's layers in
     # the head model (and so does every `train` with the cache), which do not count.
-    own = keras_internals.graph_nodes(model)
+    calls = keras_internals.graph_calls(model)
     previous, outputs = model.inputs[0], []
     for layer in layers:
-        nodes = [n for n in keras_internals.inbound_nodes(layer) if n.operation is layer and id(n) in own]
+        nodes = calls.get(id(layer), [])
         if len(nodes) != 1 or len(nodes[0].input_tensors) != 1 or nodes[0].input_tensors[0] is not previous:
             raise ValueError(
                 f"the model's layers do not form a chain (at layer {layer.name!r}), so "

@@ -54,25 +54,21 @@ def node_output(layer):
     return keras.layers.Layer.output.fget(layer)
 
 
-def graph_nodes(model):
-    """The nodes of a Functional model's own graph (`Function._nodes_by_depth`).
+def graph_calls(model):
+    """`{id(layer): [node, ...]}`: each layer's calls in `model`'s own graph (`Function._nodes_by_depth`).
 
     A layer's `_inbound_nodes` also hold its calls in other graphs (a head model built
-    from the same layer objects, say); these are the ones `model` runs.
+    from the same layer objects, say); these are the ones `model` runs. A model that is
+    not a graph of nodes (a Sequential model) gives every call of its layers.
     """
-    return {id(node) for nodes in model._nodes_by_depth.values() for node in nodes}
-
-
-def own_inbound_nodes(model, layer):
-    """`layer`'s calls in `model`'s own graph (`Function._nodes_by_depth`).
-
-    All of its calls if `model` is not a graph of nodes (a Sequential model).
-    """
-    nodes = [node for node in inbound_nodes(layer) if node.operation is layer]
     if not hasattr(model, "_nodes_by_depth"):
-        return nodes
-    own = graph_nodes(model)
-    return [node for node in nodes if id(node) in own]
+        layers = model.layers
+        return {id(layer): [n for n in inbound_nodes(layer) if n.operation is layer] for layer in layers}
+    calls = {}
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            calls.setdefault(id(node.operation), []).append(node)
+    return calls
 
 
 def is_functional(model):
