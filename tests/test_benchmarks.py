@@ -120,3 +120,23 @@ def test_results_file_keeps_the_scripts_not_rerun(tmp_path):
     assert saved["scripts"]["cnn"]["figures"][0]["met"] is False
     assert saved["machine"]["cpu"] == "AMD EPYC"
     assert os.listdir(tmp_path / "results") == ["amd-avx512.json"]  # no temporary file left
+
+
+@pytest.mark.large
+def test_demo_profile_splits_each_run_into_steps_tracing_and_the_rest():
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "demo_profile.py"), "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    pattern = r"(scratch|frozen): ([\d.]+) s .*steps ([\d.]+) s .*tracing ([\d.]+) s, the rest (-?[\d.]+) s"
+    runs = re.findall(pattern, result.stdout)
+    assert [run[0] for run in runs] == ["scratch", "frozen"], result.stdout
+    for _, total, steps, tracing, rest in runs:
+        total, steps, tracing, rest = map(float, (total, steps, tracing, rest))
+        assert steps > 0 and tracing > 0 and rest >= 0
+        assert abs(steps + tracing + rest - total) < 0.02
