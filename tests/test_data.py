@@ -85,6 +85,29 @@ def test_make_dataset_pipeline(mnist):
     assert not np.array_equal(epoch1, epoch2)  # reshuffled each epoch
 
 
+def test_the_toolkits_pipelines_run_without_the_autotuning_model(mnist):
+    # With tf.data's autotuning model on, deleting an iterator that a tf.function read
+    # (the end of every fit / evaluate / predict) waits for the tuning thread's next
+    # wake-up: seconds at the end of a run (data.pipeline_options).
+    from keras_transfer.training import feature_cache
+    from keras_transfer.training.in_memory import ArrayFeed
+
+    x, y = mnist.x[:64], mnist.y[:64]
+    pipelines = {
+        "make_dataset": data.make_dataset(x, y, batch_size=16),
+        "make_dataset, augmented": data.make_dataset(x, y, batch_size=16, shuffle=True, augment=True, seed=0),
+        "feature_dataset": feature_cache.feature_dataset(np.zeros((64, 4), "float32"), y, batch_size=16),
+        "ArrayFeed indices": ArrayFeed(x, y, batch_size=16, steps_per_epoch=4, seed=0).dataset,
+    }
+    assert {name: ds.options().autotune.enabled for name, ds in pipelines.items()} == dict.fromkeys(
+        pipelines, False
+    )
+    # Still parallel and prefetched, and the same batches as before.
+    images, labels = next(iter(pipelines["make_dataset"]))
+    np.testing.assert_array_equal(labels, y[:16])
+    np.testing.assert_allclose(images.numpy().reshape(16, -1), x[:16].reshape(16, -1))
+
+
 def test_augmentation_changes_pixels_not_shapes_or_labels(mnist):
     plain = data.make_dataset(mnist.x[:32], mnist.y[:32], batch_size=32)
     augmented = data.make_dataset(mnist.x[:32], mnist.y[:32], batch_size=32, augment=True, seed=0)

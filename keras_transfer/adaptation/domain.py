@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_transfer.data import datasets as data_lib
 from keras_transfer.training import method as method_lib
 from keras_transfer.utils import keras_internals
 
@@ -285,7 +286,7 @@ class DomainAdaptation(method_lib.TransferMethod):
             lambda labelled, images: ({SOURCE: labelled[0], TARGET: images}, labelled[1]),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        paired = paired.prefetch(tf.data.AUTOTUNE)
+        paired = data_lib.finish_pipeline(paired)
         validation = None
         if context.validation_data is not None:
             validation = as_dataset(context.validation_data, model, batch_size=context.batch_size)

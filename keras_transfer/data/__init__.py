@@ -13,10 +13,13 @@ from keras_transfer.data.datasets import check_labels
 from keras_transfer.data.datasets import default_augmentation
 from keras_transfer.data.datasets import few_shot
 from keras_transfer.data.datasets import few_shot_indices
+from keras_transfer.data.datasets import finish_pipeline
 from keras_transfer.data.datasets import load_mnist
 from keras_transfer.data.datasets import load_uci_digits
 from keras_transfer.data.datasets import make_dataset
+from keras_transfer.data.datasets import pipeline_options
 from keras_transfer.data.datasets import subset_classes
+from keras_transfer.data.datasets import with_pipeline_options
 from keras_transfer.data.mnist_m import load_mnist_m_style
 from keras_transfer.data.mnist_m import mnist_m_style
 from keras_transfer.data.validation import PrescaledPixelsWarning

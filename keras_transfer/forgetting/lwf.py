@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_transfer.data import datasets as data_lib
 from keras_transfer.distillation import distill
 from keras_transfer.forgetting import heads
 from keras_transfer.training import method as method_lib
@@ -99,7 +100,7 @@ def _with_soft_targets(dataset, source):
     def add(x, y):
         return x, {heads.TARGET: y, heads.SOURCE: tf.stop_gradient(source(x, training=False))}
 
-    return dataset.map(add, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return data_lib.finish_pipeline(dataset.map(add, num_parallel_calls=tf.data.AUTOTUNE))
 
 
 def _cached(x, y, outputs, batch_size, *, shuffle=False, seed=None):
@@ -107,7 +108,7 @@ def _cached(x, y, outputs, batch_size, *, shuffle=False, seed=None):
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=shuffle and len(x) >= batch_size)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return data_lib.finish_pipeline(ds)
 
 
 @method_lib.register_method

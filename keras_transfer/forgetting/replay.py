@@ -138,7 +138,7 @@ def mix_buffer(target, x_buffer, y_buffer, replay_batch_size, *, seed=0, augment
         return tf.concat([tf.cast(x, tf.float32), xb], 0), labels, weights
 
     mixed = tf.data.Dataset.zip(target, buffer).map(mix, num_parallel_calls=tf.data.AUTOTUNE)
-    return mixed.prefetch(tf.data.AUTOTUNE)
+    return data_lib.finish_pipeline(mixed)
 
 
 def load_source_data(source_data, image_size, channels):

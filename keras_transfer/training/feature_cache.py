@@ -293,7 +293,7 @@ def feature_dataset(features, labels, *, batch_size=32, shuffle=False, seed=None
     )
     fixed = batch_size if drop_remainder else None
     ds = ds.map(lambda f, y: (tf.ensure_shape(f, (fixed,) + shape), tf.ensure_shape(y, (fixed,))))
-    return ds.prefetch(data_lib.AUTOTUNE)
+    return data_lib.finish_pipeline(ds)
 
 
 class ForFullModel(keras.callbacks.Callback):

@@ -155,7 +155,8 @@ def as_dataset(
     Arrays become `make_dataset(...)`: cached in memory, shuffled (if asked), repeated
     (if asked: then every batch is full, even from fewer images than `batch_size`),
     batched (`drop_remainder` only when there is at least one full batch), augmented
-    (if asked) and prefetched.
+    (if asked) and prefetched. A dataset gets `data.pipeline_options()` (tf.data's
+    autotuning model off) unless it set its own autotune options.
 
     Raises:
         ValueError: an empty set, labels outside the model's classes, or images whose
@@ -165,6 +166,7 @@ def as_dataset(
     if isinstance(data, tf.data.Dataset):
         if data.cardinality() == 0:
             raise ValueError("The dataset is empty.")
+        data = data_lib.with_pipeline_options(data)  # no stall at the end of fit
         images_spec = data.element_spec[0] if isinstance(data.element_spec, tuple) else data.element_spec
         image_shape = tuple(images_spec.shape[1:])
     elif isinstance(data, (tuple, list)) and len(data) == 2:

@@ -21,6 +21,7 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
+from keras_transfer.data import datasets as data_lib
 from keras_transfer.utils import checks
 
 
@@ -76,7 +77,7 @@ class ArrayFeed:
             # end, so epoch e reads the dataset's (2e+1)-th shuffle. Repeating after the
             # shuffle draws the same shuffles in order; every second one is Keras's.
             indices = indices.repeat().shard(2, 0)
-        self.dataset = indices
+        self.dataset = indices.with_options(data_lib.pipeline_options())  # read in the step function
         self.indices = tf.Variable(tf.zeros((steps_per_epoch, batch_size), tf.int64), trainable=False)
         self.position = tf.Variable(0, dtype=tf.int64, trainable=False)
         self._iterator = None
