@@ -32,3 +32,21 @@ def test_class_name_count_must_match():
         keras_transfer.evaluate_classifier(
             model, (np.zeros((2, 28, 28, 1)), np.zeros(2)), class_names=["a", "b"]
         )
+
+
+def test_predict_classes_on_arrays_equals_model_predict_for_any_input_rank():
+    # Arrays go through one of the toolkit's pipelines (batches of unknown size, so the
+    # last partial batch does not retrace); the classes equal model.predict's, and a
+    # model that takes feature vectors (not images) works too.
+    import keras
+
+    from keras_transfer import evaluation
+
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(300, 6)).astype("float32"), rng.integers(0, 3, 300)
+    y_true, y_pred = evaluation.predict_classes(model, (x, y), batch_size=128)
+    np.testing.assert_array_equal(y_true, y)
+    np.testing.assert_array_equal(y_pred, np.argmax(model.predict(x, verbose=0), axis=-1))
+    assert len(set(y_pred.tolist())) > 1

@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from keras_transfer.data import datasets as data_lib
 from keras_transfer.data import validation
 from keras_transfer.utils import checks
 
@@ -72,7 +73,11 @@ def predict_classes(model, data, batch_size=256):
     x, y = data
     if len(x) == 0:
         raise ValueError("The evaluation set is empty.")
-    probabilities = model.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0)
+    # One of the toolkit's pipelines (`data.finish_pipeline`: no tf.data autotuning stall
+    # when `predict` returns), batches of unknown size: the predict function is traced
+    # once, the last partial batch included (Keras's numpy adapter traces it again).
+    batches = tf.data.Dataset.from_tensor_slices(np.asarray(x, np.float32)).batch(batch_size)
+    probabilities = model.predict(data_lib.finish_pipeline(batches), verbose=0)
     return np.asarray(y), np.argmax(probabilities, axis=-1)
 
 
