@@ -140,3 +140,25 @@ def test_demo_profile_splits_each_run_into_steps_tracing_and_the_rest():
         total, steps, tracing, rest = map(float, (total, steps, tracing, rest))
         assert steps > 0 and tracing > 0 and rest >= 0
         assert abs(steps + tracing + rest - total) < 0.02
+
+
+@pytest.mark.large
+def test_tf_data_stall_times_each_deletion_in_both_modes():
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "tf_data_stall.py"), "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = re.findall(
+        r"lifetime ([\d.]+) s: delete autotune on ([\d.]+) s, pipeline_options \(off\) ([\d.]+) s",
+        result.stdout,
+    )
+    assert [float(lifetime) for lifetime, _, _ in lines] == [0.2, 0.4], result.stdout
+    summaries = re.findall(
+        r"^(autotune on|pipeline_options \(off\)): (\d+) of 2 deletions", result.stdout, re.M
+    )
+    assert [mode for mode, _ in summaries] == ["autotune on", "pipeline_options (off)"], result.stdout
