@@ -36,6 +36,21 @@ def _smoke(*only):
     return summary.lower(), len(lines)
 
 
+def _script_smoke(script, timeout):
+    """Runs `benchmarks/<script> --smoke` (a script outside `run.py`) and returns the
+    finished process, after checking it succeeded."""
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", script), "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
 # The quick run covers the fresh-process harness (mlp: TensorFlow and PyTorch rounds),
 # the in-process kind (feature_cache) and the start-up ones. The CNN, the demo pipeline
 # (a second `demo --smoke`, which test_cli runs already), ResNet50, the image pipeline,
@@ -124,15 +139,7 @@ def test_results_file_keeps_the_scripts_not_rerun(tmp_path):
 
 @pytest.mark.large
 def test_demo_profile_splits_each_run_into_steps_tracing_and_the_rest():
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "demo_profile.py"), "--smoke"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = _script_smoke("demo_profile.py", timeout=900)
     pattern = r"(scratch|frozen): ([\d.]+) s .*steps ([\d.]+) s .*tracing ([\d.]+) s, the rest (-?[\d.]+) s"
     runs = re.findall(pattern, result.stdout)
     assert [run[0] for run in runs] == ["scratch", "frozen"], result.stdout
@@ -144,15 +151,7 @@ def test_demo_profile_splits_each_run_into_steps_tracing_and_the_rest():
 
 @pytest.mark.large
 def test_tf_data_stall_times_each_deletion_in_both_modes():
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "tf_data_stall.py"), "--smoke"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = _script_smoke("tf_data_stall.py", timeout=600)
     lines = re.findall(
         r"lifetime ([\d.]+) s: delete autotune on ([\d.]+) s, pipeline_options \(off\) ([\d.]+) s",
         result.stdout,

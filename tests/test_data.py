@@ -102,10 +102,26 @@ def test_the_toolkits_pipelines_run_without_the_autotuning_model(mnist):
     assert {name: ds.options().autotune.enabled for name, ds in pipelines.items()} == dict.fromkeys(
         pipelines, False
     )
-    # Still parallel and prefetched, and the same batches as before.
+    # The batches are unchanged.
     images, labels = next(iter(pipelines["make_dataset"]))
     np.testing.assert_array_equal(labels, y[:16])
     np.testing.assert_allclose(images.numpy().reshape(16, -1), x[:16].reshape(16, -1))
+
+
+def test_a_users_dataset_gets_the_options_unless_its_maker_chose_autotune():
+    from keras_transfer.training.fit import as_dataset
+
+    model = keras_transfer.build_classifier("mnist_mlp", 10, weights=None)
+    images = np.zeros((8, 28, 28, 1), "float32")
+    plain = tf.data.Dataset.from_tensor_slices((images, np.arange(8) % 10)).batch(4)
+    assert as_dataset(plain, model).options().autotune.enabled is False
+    chosen = tf.data.Options()
+    chosen.autotune.enabled = True
+    user = plain.with_options(chosen)
+    assert as_dataset(user, model).options().autotune.enabled is True
+    # A toolkit pipeline built on top of it (as LwF, replay and domain adaptation build
+    # theirs) keeps that choice too.
+    assert data.finish_pipeline(user.map(lambda i, t: (i, t))).options().autotune.enabled is True
 
 
 def test_augmentation_changes_pixels_not_shapes_or_labels(mnist):

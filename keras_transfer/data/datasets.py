@@ -375,13 +375,13 @@ def pipeline_options():
 
     With it on, deleting an iterator that a `tf.function` read from (what Keras's
     `fit`, `evaluate` and `predict` do when they return) waits for the autotuning
-    thread's next wake-up instead of stopping it: measured on TensorFlow 2.21, from
-    0 to 4.2 s per deleted iterator, growing with how long the iterator lived (the
-    thread's sleep doubles after each tuning pass). In the demo one few-shot run in
-    three stalled ~2 s at the end of its `fit`. Parallel `map`s and `prefetch` with
-    `AUTOTUNE` still run in parallel without the model (one call per core, and the
-    prefetch buffer tuned by its own legacy tuner), and the measured image-folder
-    pipeline is as fast (`benchmarks/image_pipeline.py`).
+    thread's next wake-up instead of stopping it (TensorFlow 2.21): up to 0.55 s per
+    deletion in `benchmarks/tf_data_stall.py`, about 2 s at the end of some demo runs
+    (`benchmarks/demo_pipeline.py`'s per-run times before this: 3.7-4.4 s or 5.8-6.2 s
+    for the same work). Parallel `map`s and `prefetch` with `AUTOTUNE` still run in
+    parallel without the model (one call per core, and the prefetch buffer tuned by its
+    own legacy tuner), and the image-folder pipeline is as fast
+    (`benchmarks/image_pipeline.py`).
 
     Example:
 
@@ -416,8 +416,9 @@ def with_pipeline_options(ds):
 
 
 def finish_pipeline(ds):
-    """`ds` prefetched, with `pipeline_options()`: the last stage of the toolkit's
-    pipelines (`batch_and_augment` ends with it).
+    """`ds` prefetched, through `with_pipeline_options`: the last stage of the toolkit's
+    pipelines (`batch_and_augment` ends with it). A pipeline built on a user's dataset
+    keeps the autotune options its maker chose.
 
     Example:
 
@@ -427,4 +428,4 @@ def finish_pipeline(ds):
     >>> [b.numpy().tolist() for b in ds], ds.options().autotune.enabled
     ([[0, 1], [2, 3]], False)
     """
-    return ds.prefetch(AUTOTUNE).with_options(pipeline_options())
+    return with_pipeline_options(ds.prefetch(AUTOTUNE))
