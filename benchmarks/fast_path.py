@@ -11,7 +11,11 @@ Contenders (each round a fresh process, alternating; `common.fresh_rounds`), all
 - `in_memory`: arrays as tensors, batches gathered in the compiled step
   (`training.in_memory`), Keras's own Adam update;
 - `default`: today's defaults: `in_memory` plus Adam's update as TensorFlow's fused
-  kernel (`training.fuse_adam`).
+  kernel (`training.fuse_adam`);
+- `xla_loop`: `default` with `jit_compile=True`: the whole in-memory loop of steps of
+  each call as one XLA computation (`training.in_memory.make_train_function`). Not a
+  default on a CPU below `performance.LOOP_XLA_CPU_MIN_STEPS` planned steps, nor for
+  convolutions; this line says why (the CNN's figure under XLA).
 
 Each is measured on the MNIST MLP (`EPOCHS` timed epochs) and on the `mnist_cnn` CNN
 (one timed epoch of 2,000 digits), after a warm-up epoch. The figures are today's
@@ -33,7 +37,7 @@ NAME_CNN = "fast path, today's train() defaults vs the previous ones: small CNN"
 EPOCHS = 10
 CNN_SAMPLES = 2000
 ROUNDS = 3
-CONTENDERS = ("tf_data", "in_memory", "default")
+CONTENDERS = ("tf_data", "in_memory", "default", "xla_loop")
 
 
 def work(contender, options):
@@ -49,15 +53,16 @@ def work(contender, options):
     ):
         keras.utils.set_random_seed(0)
         model = keras_transfer.build_classifier(backbone, 10, weights=None)
-        if contender != "default":  # Keras's own Adam update
+        if contender not in ("default", "xla_loop"):  # Keras's own Adam update
             keras_transfer.compile_classifier(model, optimizer=keras.optimizers.Adam(1e-3))
         speed = _speed(
             model,
             x[:n],
             y[:n],
             epochs,
-            compile=contender == "default",
+            compile=contender in ("default", "xla_loop"),
             in_memory=False if contender == "tf_data" else "auto",
+            jit_compile=True if contender == "xla_loop" else "auto",
         )
         results[backbone] = speed
     return {"samples_per_second": results["mnist_mlp"], "cnn_samples_per_second": results["mnist_cnn"]}

@@ -113,6 +113,7 @@ _EXPORTS = {
     "auto_steps_per_execution": "keras_transfer.performance",
     "bf16_supported": "keras_transfer.performance",
     "default_jit_compile": "keras_transfer.performance",
+    "in_memory_loop_xla": "keras_transfer.performance",
     "get_precision": "keras_transfer.performance",
     "has_amx": "keras_transfer.performance",
     "has_gpu": "keras_transfer.performance",

@@ -1,9 +1,10 @@
 """Speed defaults that follow the device: XLA, steps per execution, bf16 precision.
 
-Measured on 2-core AVX-512/AMX CPUs (see `benchmarks/README.md`): XLA makes training
-slower on CPU and is the main lever on GPUs; running several steps per compiled call
-(`steps_per_execution`) removes Keras's per-step overhead, which dominates small models;
-bf16 pays on CPUs with AMX and on recent GPUs.
+Measured on 2-core AVX-512/AMX CPUs (see `benchmarks/README.md`): XLA is the main lever
+on GPUs; on a CPU it pays only over a whole in-memory loop of Dense steps, long enough to
+pay back its compile time (`in_memory_loop_xla`), and makes convolutions slower;
+running several steps per compiled call (`steps_per_execution`) removes Keras's per-step
+overhead, which dominates small models; bf16 pays on CPUs with AMX and on recent GPUs.
 """
 
 import os
@@ -220,10 +221,13 @@ def model_flops(model):
 
 
 def default_jit_compile():
-    """Whether XLA pays here: `True` with a GPU, `False` on CPU.
+    """Whether XLA pays here for every training step: `True` with a GPU, `False` on CPU.
 
-    On 2-core AVX-512 CPUs `jit_compile=True` made training slower (MNIST MLP 20.5k vs
-    76k samples/s, `python benchmarks/mlp.py`), while it is the main lever on GPUs.
+    On 2-core AVX-512 CPUs Keras's `jit_compile=True` (each step compiled alone, called
+    from a TensorFlow loop) made the MNIST MLP about 6x slower (35.9k vs 204k samples/s,
+    `python benchmarks/mlp.py` before the whole-loop change) and convolutions slower,
+    while it is the main lever on GPUs. On a CPU `train` still compiles the in-memory
+    loop of a long Dense-only run as a whole (`in_memory_loop_xla`).
 
     Example:
 
@@ -241,6 +245,75 @@ def resolve_jit_compile(jit_compile):
     if not isinstance(jit_compile, bool):
         raise ValueError(f"jit_compile must be True, False or 'auto'. Received: jit_compile={jit_compile!r}")
     return jit_compile
+
+
+# `train`'s in-memory loop as one XLA computation on a CPU (`in_memory_loop_xla`): the
+# layer kinds measured to compile well there (the MNIST MLP's), and the planned steps
+# from which the compile time is paid back, with a margin: `python
+# benchmarks/xla_break_even.py` (the MNIST MLP's `train` wall time by run length, batch
+# 128, 2-core AMD EPYC, 2026-12-04): XLA +1.05 s fixed, 0.28 ms less per step, even at
+# 3,721 steps (2,340 steps: 2.79 s with XLA vs 2.37 s without; 4,680: 3.70 vs 4.00 s).
+# The MNIST CNN's steps under XLA ran 0.48x as fast, after seconds of compile time
+# (`python benchmarks/fast_path.py`, its `xla_loop` line).
+_LOOP_XLA_CPU_LAYERS = (
+    keras.layers.InputLayer,
+    keras.layers.Dense,
+    keras.layers.Dropout,
+    keras.layers.Flatten,
+    keras.layers.Reshape,
+    keras.layers.Rescaling,
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.Softmax,
+)
+LOOP_XLA_CPU_MIN_STEPS = 5000
+
+
+def in_memory_loop_xla(model, steps):
+    """Whether `train(jit_compile="auto")` runs its in-memory step loop under XLA.
+
+    On a GPU XLA always pays. On a CPU, TensorFlow's executor hands the many small ops
+    of a Dense step from thread to thread; XLA compiled over the whole loop of steps
+    (`training.in_memory.make_train_function`) runs the MNIST MLP 1.5x faster, but
+    costs about a second of compile time first, and runs convolutions slower (the MNIST
+    CNN 0.48x). So on a CPU: only when every layer is a kind measured to compile well
+    (Dense, Dropout, Flatten, Reshape, Rescaling, activations, and the toolkit's pixel
+    preprocessing) and the run plans at least `LOOP_XLA_CPU_MIN_STEPS` (5,000) steps,
+    where the faster steps have paid back the compile time
+    (`python benchmarks/xla_break_even.py` measures where that is on a machine).
+
+    Args:
+        model: `keras.Model`.
+        steps: int. The optimizer steps the run plans.
+
+    Returns:
+        bool.
+
+    Example:
+
+    >>> import keras_transfer
+    >>> from keras_transfer.performance import in_memory_loop_xla
+    >>> mlp = keras_transfer.build_classifier("mnist_mlp", 10, weights=None)
+    >>> cnn = keras_transfer.build_classifier("mnist_cnn", 10, weights=None)
+    >>> has_gpu = keras_transfer.has_gpu()
+    >>> in_memory_loop_xla(mlp, 5000) or has_gpu, in_memory_loop_xla(mlp, 100) == has_gpu
+    (True, True)
+    >>> in_memory_loop_xla(cnn, 5000) == has_gpu
+    True
+    """
+    if has_gpu():
+        return True
+    if steps is None or steps < LOOP_XLA_CPU_MIN_STEPS:
+        return False
+    from keras_transfer.backbones.preprocessing import BackbonePreprocessing
+
+    allowed = _LOOP_XLA_CPU_LAYERS + (BackbonePreprocessing,)
+    for layer in keras_internals.flatten_layers(model, include_self=False):
+        if isinstance(layer, keras.Model):
+            continue  # a container: its own layers are in the list
+        if not isinstance(layer, allowed):
+            return False
+    return True
 
 
 def auto_steps_per_execution(model, batch_size, steps_per_epoch=None):

@@ -161,3 +161,13 @@ def test_tf_data_stall_times_each_deletion_in_both_modes():
         r"^(autotune on|pipeline_options \(off\)): (\d+) of 2 deletions", result.stdout, re.M
     )
     assert [mode for mode, _ in summaries] == ["autotune on", "pipeline_options (off)"], result.stdout
+
+
+@pytest.mark.large
+def test_xla_break_even_times_train_in_both_modes():
+    result = _script_smoke("xla_break_even.py", timeout=900)
+    rows = re.findall(r"(\d+) steps: ([\d.]+) s no XLA, ([\d.]+) s XLA", result.stdout)
+    # --smoke: 512 digits are 4 steps an epoch, 1 and 2 epochs.
+    assert [int(steps) for steps, _, _ in rows] == [4, 8], result.stdout
+    assert all(float(a) > 0 and float(b) > 0 for _, a, b in rows)
+    assert "threshold 5,000 steps" in result.stdout

@@ -78,6 +78,49 @@ def test_learns_on_real_digits(digits):
     assert history.history["accuracy"][-1] > 0.8
 
 
+def _dense_model(dropout):
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((28, 28, 1))
+    pixels = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    hidden = keras.layers.Dense(32, activation="relu")(pixels)
+    if dropout:
+        hidden = keras.layers.Dropout(0.3)(hidden)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(hidden))
+
+
+def test_jit_compile_runs_the_whole_step_loop_under_xla(digits):
+    x, y = digits
+    kwargs = dict(epochs=3, batch_size=64, seed=7, verbose=0, steps_per_execution=4)
+    runs = {}
+    for dropout in (False, True):
+        for jit in (False, True):
+            model = _dense_model(dropout)
+            history = keras_transfer.train(model, (x, y), jit_compile=jit, **kwargs)
+            assert int(model.optimizer.iterations) == 30  # 10 steps a pass, calls of 4, 4, 2
+            assert history.history["accuracy"][-1] > 0.3  # chance: 0.1
+            runs[dropout, jit] = model
+    # Without dropout the same computation: float round-off apart.
+    assert _max_difference(runs[False, False], runs[False, True]) < 1e-4
+    # With dropout the masks come from XLA's generator: only XLA-compiled steps differ so.
+    assert _max_difference(runs[True, False], runs[True, True]) > 1e-3
+
+
+def test_auto_puts_long_dense_runs_under_xla_and_says_so(digits, monkeypatch, capsys):
+    from keras_transfer import performance
+
+    x, y = digits
+    kwargs = dict(epochs=2, batch_size=64, seed=7, verbose=2)
+    keras_transfer.train(_new_model(), (x, y), **kwargs)
+    assert "whole-loop XLA" not in capsys.readouterr().out  # 20 steps: far below the threshold
+    monkeypatch.setattr(performance, "LOOP_XLA_CPU_MIN_STEPS", 20)
+    model = _new_model()
+    keras_transfer.train(model, (x, y), **kwargs)
+    out = capsys.readouterr().out
+    assert "the 20 steps run as whole-loop XLA computations" in out
+    assert model.jit_compile is False  # only the training loop: evaluate and predict as before
+    assert int(model.optimizer.iterations) == 20
+
+
 def _import_in_fresh_process(env_value):
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     if env_value is not None:

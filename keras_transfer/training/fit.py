@@ -250,8 +250,10 @@ def train(
       prefetched); never through Keras's numpy adapter;
     - `steps_per_execution="auto"` runs several steps per compiled call for small
       models (`auto_steps_per_execution`);
-    - XLA only where it pays (`jit_compile="auto"`: GPU yes, CPU no), with fixed batch
-      shapes when compiling so nothing recompiles;
+    - XLA only where it pays (`jit_compile="auto"`: GPU yes; on a CPU only the
+      in-memory step loop of a Dense-only model over at least 5,000 planned steps, as
+      one XLA computation: `performance.in_memory_loop_xla`), with fixed batch shapes
+      when compiling so nothing recompiles;
     - with a frozen backbone and no augmentation, the **feature cache**: the backbone's
       outputs are computed once and the head trains on them; the head's layers are the
       model's own, so `model` ends up trained exactly as plain `fit` would train it.
@@ -267,7 +269,10 @@ def train(
         workdir: str. Best checkpoint and crash-resume backup; see
             `training_callbacks`.
         patience: int. Early stopping patience on `val_loss`. Defaults to `None`.
-        jit_compile: bool or `"auto"`. Defaults to `"auto"` (XLA on GPU only).
+        jit_compile: bool or `"auto"`. Defaults to `"auto"` (XLA on GPU; on a CPU
+            only for the in-memory loop of long Dense-only runs). With arrays in
+            memory, `True` compiles the whole loop of steps of each call as one XLA
+            computation (`training.in_memory`).
         steps_per_execution: int or `"auto"`. Defaults to `"auto"`.
         augment: `None`, `True` (`data.augmentation.augmentation_for(channels)`) or a layer/callable applied
             to each batch of array input. Defaults to `None`.
@@ -526,7 +531,18 @@ def train(
             verbose=verbose,
         )
     if feed is not None:
-        with in_memory_lib.installed(fit_model, feed):
+        loop_jit = None  # the model's own jit_compile
+        planned = steps_per_epoch * (epochs - initial_epoch)
+        if jit_compile == "auto" and compile and not jit and method is None and fit_model is model:
+            if performance.in_memory_loop_xla(fit_model, planned):
+                loop_jit = True
+                if verbose:
+                    print(
+                        f"XLA: the {planned:,} steps run as whole-loop XLA computations (jit_compile='auto' "
+                        f"on this CPU: Dense-only model, at least {performance.LOOP_XLA_CPU_MIN_STEPS:,} "
+                        "steps; dropout masks come from XLA's generator)."
+                    )
+        with in_memory_lib.installed(fit_model, feed, jit_compile=loop_jit):
             return fit_model.fit(
                 in_memory_lib.placeholder_dataset(),
                 validation_data=validation_ds,
