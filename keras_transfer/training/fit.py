@@ -496,13 +496,13 @@ def train(
         _compile_like(fit_model, model, jit, penalties)
     if wrap:
         all_callbacks = [cache_lib.ForFullModel(c, model) for c in all_callbacks]
-    if jit and feed is None and jit_compile is True and not performance.has_gpu():
+    if jit and feed is None and jit_compile is True and _has_dropout(fit_model) and not performance.has_gpu():
         warnings.warn(
-            "jit_compile=True on a CPU with a tf.data pipeline (or cached features): Keras "
-            "compiles each step alone and calls it from a TensorFlow loop, which trains far slower "
-            "than without XLA on a CPU (the MNIST MLP about 6x slower in `benchmarks/mlp.py`). "
-            "Arrays `(x, y)` in memory get the whole loop of steps under XLA instead "
-            "(training.in_memory); or leave jit_compile='auto'.",
+            "jit_compile=True on a CPU with a tf.data pipeline (or cached features) and Dropout "
+            "layers: Keras compiles each step alone, and its dropout under step-by-step XLA made "
+            "training several times slower than without XLA (the MNIST MLP about 6x in "
+            "`benchmarks/mlp.py`). Arrays `(x, y)` in memory get the whole loop of steps under XLA "
+            "instead (training.in_memory); or leave jit_compile='auto'.",
             stacklevel=2,
         )
     if jit and feed is None and train_ds.element_spec[0].shape[0] is None:
@@ -571,6 +571,13 @@ def train(
         shuffle=False,  # the pipeline shuffles (as_dataset / make_dataset)
         callbacks=all_callbacks,
         verbose=verbose,
+    )
+
+
+def _has_dropout(model):
+    return any(
+        isinstance(layer, keras.layers.Dropout)
+        for layer in keras_internals.flatten_layers(model, include_self=False)
     )
 
 
