@@ -278,9 +278,11 @@ def in_memory_loop_xla(model, steps):
     costs about a second of compile time first, and runs convolutions slower (the MNIST
     CNN 0.48x). So on a CPU: only when every layer is a kind measured to compile well
     (Dense, Dropout, Flatten, Reshape, Rescaling, activations, and the toolkit's pixel
-    preprocessing) and the run plans at least `LOOP_XLA_CPU_MIN_STEPS` (5,000) steps,
-    where the faster steps have paid back the compile time
-    (`python benchmarks/xla_break_even.py` measures where that is on a machine).
+    preprocessing), the run plans at least `LOOP_XLA_CPU_MIN_STEPS` (5,000) steps,
+    where the faster steps have paid back the compile time (`python
+    benchmarks/xla_break_even.py` measures where that is on a machine), and the
+    precision is not `"onednn_bfloat16"` (a graph rewrite of TensorFlow's, not measured
+    under XLA; `"mixed_bfloat16"` is: the MLP faster under the whole-loop XLA too).
 
     Args:
         model: `keras.Model`.
@@ -305,6 +307,8 @@ def in_memory_loop_xla(model, steps):
         return True
     if steps is None or steps < LOOP_XLA_CPU_MIN_STEPS:
         return False
+    if get_precision() == "onednn_bfloat16":
+        return False  # TensorFlow's graph rewrite: not measured under XLA
     from keras_transfer.backbones.preprocessing import BackbonePreprocessing
 
     allowed = _LOOP_XLA_CPU_LAYERS + (BackbonePreprocessing,)

@@ -100,3 +100,18 @@ def test_onednn_bf16_training_reaches_float32_accuracy(digits):
     float32_probabilities = bf16.predict(test[0][:64], verbose=0)
     difference = np.abs(bf16_probabilities - float32_probabilities).max()
     assert 1e-5 < difference < 0.1
+
+
+def test_in_memory_loop_xla_stays_off_under_onednn_bfloat16():
+    from keras_transfer.performance import in_memory_loop_xla
+
+    if keras_transfer.has_gpu() or not keras_transfer.bf16_supported():
+        pytest.skip("onednn_bfloat16 needs a CPU with AMX or AVX512-BF16")
+    mlp = keras_transfer.build_classifier("mnist_mlp", 10, weights=None)
+    assert in_memory_loop_xla(mlp, 10**6)
+    previous = keras_transfer.set_precision("onednn_bfloat16")
+    try:
+        assert not in_memory_loop_xla(mlp, 10**6)
+    finally:
+        keras_transfer.set_precision(previous)
+    assert in_memory_loop_xla(mlp, 10**6)
