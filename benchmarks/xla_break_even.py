@@ -23,6 +23,7 @@ import os
 import tempfile
 
 import common
+import numpy as np
 from mlp import load_digits
 from mlp import read_digits
 from mlp import save_digits
@@ -59,11 +60,8 @@ def work(contender, options):
 
 def line_fit(points):
     """Least-squares `(intercept, slope)` of `points`, a list of `(steps, seconds)`."""
-    n = len(points)
-    mean_x = sum(p[0] for p in points) / n
-    mean_y = sum(p[1] for p in points) / n
-    slope = sum((p[0] - mean_x) * (p[1] - mean_y) for p in points) / sum((p[0] - mean_x) ** 2 for p in points)
-    return mean_y - slope * mean_x, slope
+    slope, intercept = np.polyfit(*zip(*points), 1)
+    return float(intercept), float(slope)
 
 
 def run(smoke=False):

@@ -282,7 +282,7 @@ def in_memory_loop_xla(model, steps):
     where the faster steps have paid back the compile time (`python
     benchmarks/xla_break_even.py` measures where that is on a machine), and the
     precision is not `"onednn_bfloat16"` (a graph rewrite of TensorFlow's, not measured
-    under XLA; `"mixed_bfloat16"` is: the MLP faster under the whole-loop XLA too).
+    under XLA).
 
     Args:
         model: `keras.Model`.

@@ -496,7 +496,7 @@ def train(
         _compile_like(fit_model, model, jit, penalties)
     if wrap:
         all_callbacks = [cache_lib.ForFullModel(c, model) for c in all_callbacks]
-    if jit and feed is None and jit_compile is True and _has_dropout(fit_model) and not performance.has_gpu():
+    if jit_compile is True and feed is None and _has_dropout(fit_model) and not performance.has_gpu():
         warnings.warn(
             "jit_compile=True on a CPU with a tf.data pipeline (or cached features) and Dropout "
             "layers: Keras compiles each step alone, and its dropout under step-by-step XLA made "
@@ -540,10 +540,10 @@ def train(
             verbose=verbose,
         )
     if feed is not None:
-        loop_jit = None  # the model's own jit_compile
+        loop_jit = None  # the model's own jit_compile (a feed means `fit_model is model`)
         planned = steps_per_epoch * (epochs - initial_epoch)
-        if jit_compile == "auto" and compile and not jit and method is None and fit_model is model:
-            if performance.in_memory_loop_xla(fit_model, planned):
+        if jit_compile == "auto" and compile and not jit and method is None:
+            if performance.in_memory_loop_xla(model, planned):
                 loop_jit = True
                 if verbose:
                     print(

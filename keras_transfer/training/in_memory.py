@@ -109,8 +109,9 @@ def make_train_function(model, feed, jit_compile=None):
     TensorFlow executor hand-off between ops. (Keras's own `jit_compile=True`
     compiles each step alone and calls it from a TensorFlow loop, which on a CPU made
     the MNIST MLP 6x slower than no XLA; the whole loop makes it 1.5x faster:
-    `python benchmarks/mlp.py`, `benchmarks/fast_path.py`.) Dropout masks under XLA come from XLA's random
-    number generator, so they differ from the non-XLA path's for one seed.
+    `python benchmarks/mlp.py`, `benchmarks/fast_path.py`.) Dropout masks under XLA
+    come from XLA's random number generator, so they differ from the non-XLA path's
+    for one seed.
     """
     steps_per_execution = int(model.steps_per_execution)
     steps = feed.steps_per_epoch
