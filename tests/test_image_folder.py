@@ -1,5 +1,6 @@
 import collections
 import os
+import pathlib
 
 import keras
 import numpy as np
@@ -84,6 +85,10 @@ def test_scan_prints_progress_on_long_scans(clean, monkeypatch, capsys):
     monkeypatch.setattr(image_folder, "_PROGRESS_EVERY", 0.0)
     image_folder.scan_image_folder(clean[0])
     assert "checked 180 of 180 images (" in capsys.readouterr().out
+    # Filling the memory caches says how far it got too (each side's own).
+    image_folder.image_folder_datasets(clean[0], image_size=8, channels=1, cache=True)
+    out = capsys.readouterr().out
+    assert "  cached 144 of 144 images (" in out and "  cached 36 of 36 images (" in out
 
 
 def test_split_is_seeded_disjoint_complete_and_stratified(clean):
@@ -280,6 +285,66 @@ def test_auto_cache_is_a_file_when_memory_is_short_and_gives_the_same_batches(
     ds = image_folder.files_dataset(paths, image_size=8, cache_dir=cache_dir, verbose=True)
     assert capsys.readouterr().out.startswith(f"Image cache: files under {cache_dir} (8 images of 8x8x3")
     np.testing.assert_array_equal(np.concatenate(list(ds)), np.concatenate([x for x, _ in in_memory.train]))
+
+
+def test_memory_cache_is_one_variable_and_gives_the_batches_of_decoding_every_epoch(tiny):
+    """cache=True decodes once into one float32 variable; shuffled epochs, drop_remainder
+    and images-only pipelines give the batches cache=False gives for the same seed."""
+    kwargs = dict(image_size=8, batch_size=5, shuffle=True, seed=3, validation_split=0.0, verbose=False)
+    memory = image_folder.image_folder_datasets(tiny, cache=True, drop_remainder=True, **kwargs)
+    plain = image_folder.image_folder_datasets(tiny, cache=False, drop_remainder=True, **kwargs)
+    assert memory.train.element_spec == plain.train.element_spec
+    assert memory.train.element_spec[0].shape.as_list() == [5, 8, 8, 3]
+    epochs = []
+    for _ in range(3):
+        batches = list(memory.train)
+        assert len(batches) == 2  # 12 images, batch 5, the last 2 dropped
+        for (a, la), (b, lb) in zip(batches, plain.train, strict=True):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(la, lb)
+        epochs.append(np.concatenate([y for _, y in batches]))
+    assert not all(np.array_equal(epochs[0], e) for e in epochs[1:])  # reshuffled each epoch
+    # The cache is one variable of exactly the decoded size, captured by the pipeline.
+    cached = [v for v in _captured_variables(memory.train) if v.name.startswith("image_cache")]
+    assert [tuple(v.shape) for v in cached] == [(12, 8, 8, 3)] and cached[0].dtype == tf.float32
+    paths = memory.train_files.paths
+    ordered = image_folder.files_dataset(paths, image_size=8, batch_size=5, cache=True)
+    np.testing.assert_array_equal(
+        np.concatenate(list(ordered)),
+        np.concatenate(list(image_folder.files_dataset(paths, image_size=8, batch_size=5, cache=False))),
+    )
+
+
+def _captured_variables(ds):
+    """The variables the map functions of `ds` read (walks its input datasets)."""
+    found, stack = [], [ds]
+    while stack:
+        node = stack.pop()
+        function = getattr(node, "_map_func", None)
+        if function is not None:
+            found += [v for v in function.function.variables]
+        stack += node._inputs()
+    return found
+
+
+def test_memory_cache_names_a_file_that_fails_after_the_scan(tiny):
+    paths = sorted(str(p) for p in pathlib.Path(tiny).rglob("*.png"))
+    with open(paths[7], "wb") as handle:
+        handle.write(b"not an image")
+    with pytest.raises(ValueError, match=r"failed to decode while filling the memory cache: .*\.png"):
+        image_folder.files_dataset(paths, image_size=8, cache=True)
+
+
+def test_memory_cache_under_a_strategy_scope_keeps_per_image_tensors(tiny):
+    """Under a strategy scope a variable would be a distributed one: Dataset.cache() instead."""
+    paths = sorted(str(p) for p in pathlib.Path(tiny).rglob("*.png"))
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        scoped = image_folder.files_dataset(paths, image_size=8, batch_size=5, cache=True)
+    assert not _captured_variables(scoped)
+    np.testing.assert_array_equal(
+        np.concatenate(list(scoped)),
+        np.concatenate(list(image_folder.files_dataset(paths, image_size=8, batch_size=5, cache=True))),
+    )
 
 
 def test_auto_cache_is_off_when_neither_memory_nor_disk_can_hold_it(monkeypatch, tmp_path):

@@ -8,6 +8,7 @@ from keras_transfer.data.augmentation import image_augmentation
 from keras_transfer.data.datasets import AUTOTUNE
 from keras_transfer.data.datasets import Images
 from keras_transfer.data.datasets import adapt_images
+from keras_transfer.data.datasets import augment_batches
 from keras_transfer.data.datasets import batch_and_augment
 from keras_transfer.data.datasets import check_labels
 from keras_transfer.data.datasets import default_augmentation

@@ -360,7 +360,20 @@ def batch_and_augment(ds, batch_size, *, drop_remainder=False, augment=None):
     Returns:
         The batched, augmented, prefetched `tf.data.Dataset`.
     """
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return augment_batches(ds.batch(batch_size, drop_remainder=drop_remainder), augment)
+
+
+def augment_batches(ds, augment=None):
+    """`batch_and_augment` on an already batched `ds`: augment each batch, prefetch.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> from keras_transfer import data
+    >>> ds = data.augment_batches(tf.data.Dataset.range(4).batch(2), lambda x, training: x * 10)
+    >>> [b.numpy().tolist() for b in ds]
+    [[0, 10], [20, 30]]
+    """
     if augment:
         if isinstance(ds.element_spec, tuple):
             ds = ds.map(lambda i, t: (augment(i, training=True), t), num_parallel_calls=AUTOTUNE)
