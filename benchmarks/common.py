@@ -254,14 +254,21 @@ def cpu_name():
     return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
-def machine_kind(vendor, flags):
+def machine_kind(vendor, flags, family=None):
     """A short label for the kind of machine: `"intel-amx"`, `"intel-avx512"`,
-    `"amd-avx512"`, `"amd-avx2"`, `"x86-avx2"`, ... (results are kept per kind).
+    `"amd-avx512-f25"`, `"amd-avx2-f23"`, `"x86-avx2"`, ... (results are kept per kind).
+
+    An AMD label ends with the CPU family of `/proc/cpuinfo` (`cpu family`): AMD
+    EPYCs of one flag set differ in their cores (family 25, Zen 3/4, runs 512-bit
+    instructions as two 256-bit halves; `benchmarks/results/amd-avx512.json`, of a
+    machine whose family was not recorded, measured more than twice the fp32 matmul
+    peak on its 2 cores). Intel's family is 6 for every core of these years: not in
+    its label.
 
     Example:
 
-    >>> machine_kind("AuthenticAMD", {"avx2", "avx512f"})
-    'amd-avx512'
+    >>> machine_kind("AuthenticAMD", {"avx2", "avx512f"}, family=25)
+    'amd-avx512-f25'
     """
     if "amx_bf16" in flags:
         return "intel-amx"
@@ -269,7 +276,15 @@ def machine_kind(vendor, flags):
     prefix = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(vendor)
     if simd is None:
         return prefix or platform.machine().lower() or "unknown"
-    return f"{prefix or 'x86'}-{simd}"
+    suffix = f"-f{family}" if prefix == "amd" and family is not None else ""
+    return f"{prefix or 'x86'}-{simd}{suffix}"
+
+
+def _family(cpu):
+    try:
+        return int(cpu.get("cpu family", ""))
+    except ValueError:
+        return None
 
 
 def machine():
@@ -284,9 +299,11 @@ def machine():
     cpu = _cpuinfo()
     flags = set(cpu.get("flags", cpu.get("Features", "")).split())
     info = {
-        "kind": machine_kind(cpu.get("vendor_id"), flags),
+        "kind": machine_kind(cpu.get("vendor_id"), flags, _family(cpu)),
         "cpu": cpu_name(),
         "vendor": cpu.get("vendor_id"),
+        "cpu_family": _family(cpu),
+        "cpu_model": cpu.get("model"),
         "cores": os.cpu_count(),
         "flags": [flag for flag in FLAGS if flag in flags],
         "amx": performance.has_amx(),

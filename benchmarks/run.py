@@ -10,7 +10,7 @@ extra (`pip install -e ".[benchmarks]"`); without it they are reported as skippe
 count as not met.
 
 A real (not `--smoke`) run writes its figures and the machine to
-`benchmarks/results/<kind>.json` (`common.machine()["kind"]`, e.g. `amd-avx512`,
+`benchmarks/results/<kind>.json` (`common.machine()["kind"]`, e.g. `amd-avx512-f25`,
 `intel-amx`): one file per kind of machine, committed. A partial run (`--only`) replaces
 only the figures of the scripts it ran and keeps the others, each with its date.
 """

@@ -109,6 +109,11 @@ def test_machine_kind_labels():
     assert common.machine_kind("GenuineIntel", {"avx2", "avx512f"}) == "intel-avx512"
     assert common.machine_kind("AuthenticAMD", {"avx2", "avx512f", "avx512_bf16"}) == "amd-avx512"
     assert common.machine_kind("AuthenticAMD", {"avx2", "fma"}) == "amd-avx2"
+    # AMD's CPU family tells its cores apart (Intel's is 6 throughout: left out).
+    assert common.machine_kind("AuthenticAMD", {"avx2", "avx512f"}, family=25) == "amd-avx512-f25"
+    assert common.machine_kind("AuthenticAMD", {"avx2", "avx512f"}, family=26) == "amd-avx512-f26"
+    assert common.machine_kind("GenuineIntel", {"avx2", "avx512f"}, family=6) == "intel-avx512"
+    assert common._family({"cpu family": "25"}) == 25 and common._family({}) is None
     assert common.machine_kind("HygonGenuine", {"avx2"}) == "x86-avx2"
 
 
