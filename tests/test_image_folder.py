@@ -88,7 +88,7 @@ def test_scan_prints_progress_on_long_scans(clean, monkeypatch, capsys):
     # Filling the memory caches says how far it got too (each side's own).
     image_folder.image_folder_datasets(clean[0], image_size=8, channels=1, cache=True)
     out = capsys.readouterr().out
-    assert "  cached 144 of 144 images (" in out and "  cached 36 of 36 images (" in out
+    assert "  checked and cached 180 of 180 images (" in out  # one pass for both sides
 
 
 def test_split_is_seeded_disjoint_complete_and_stratified(clean):
@@ -186,6 +186,23 @@ def test_broken_files_neither_crash_an_epoch_nor_drop_batches(dirty):
         y = np.concatenate([b[1] for b in seen])
         assert _hashes(x) == _hashes(images)
         assert np.bincount(y).tolist() == [60, 60, 62]
+
+
+def test_memory_cache_filled_by_the_scan_skips_broken_files_on_both_sides(dirty):
+    """The scan's one decode checks and caches (one variable, a row per listed file):
+    the batches equal decoding every epoch, training (shuffled) and validation alike."""
+    kwargs = dict(image_size=28, channels=1, validation_split=0.25, batch_size=16, seed=1, verbose=False)
+    memory = image_folder.image_folder_datasets(dirty[0], cache=True, **kwargs)
+    plain = image_folder.image_folder_datasets(dirty[0], cache=False, **kwargs)
+    assert len(memory.skipped) == 3 and memory.train_files.paths == plain.train_files.paths
+    found = _captured_variables(memory.train) + _captured_variables(memory.validation)
+    (cache,) = {id(v): v for v in found}.values()  # one cache, both sides
+    assert tuple(cache.shape) == (185, 28, 28, 1)  # 182 valid + 3 broken rows (never gathered)
+    for side in ("train", "validation"):
+        for _ in range(2):
+            for (a, la), (b, lb) in zip(getattr(memory, side), getattr(plain, side), strict=True):
+                np.testing.assert_array_equal(a, b)
+                np.testing.assert_array_equal(la, lb)
 
 
 def test_a_tiny_model_trains_on_a_folder_with_broken_files(dirty):

@@ -36,6 +36,7 @@ The pieces:
 """
 
 import dataclasses
+import functools
 import hashlib
 import os
 import re
@@ -278,6 +279,13 @@ def check_image_files(paths, *, channels=3, max_pixels=images.DEFAULT_MAX_PIXELS
     channels = _check_channels(channels)
     max_pixels = images.check_max_pixels(max_pixels)
     paths = [os.fspath(p) for p in paths]
+    return _check_files(paths, channels, max_pixels, verbose)
+
+
+def _check_files(paths, channels, max_pixels, verbose, fill=None):
+    """`check_image_files` on checked arguments. With `fill` (a `_CacheFill`), each file
+    is decoded at the pipeline's size instead and its pixels written to the cache row
+    of its index in `paths`: one decode both checks it and caches it."""
     reasons = {}
     to_decode = []
     for index, path in enumerate(paths):
@@ -295,32 +303,39 @@ def check_image_files(paths, *, channels=3, max_pixels=images.DEFAULT_MAX_PIXELS
         ds = tf.data.Dataset.from_tensor_slices((indices, np.asarray(paths, object)[indices].astype(str)))
 
         def decode(index, path):
+            if fill is not None:
+                return index, fill.load(path)
             image = images.decode_image(tf.io.read_file(path), _CHECK_SIZE, channels, max_pixels=max_pixels)
             # Return a value computed from the pixels, so the decode cannot be pruned.
             return index, tf.reduce_max(image)
 
         ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=False)
-        ds = ds.ignore_errors().batch(256).prefetch(2)
+        ds = data.with_pipeline_options(ds.ignore_errors().batch(_FILL_BATCH).prefetch(2))
         decoded = np.zeros(len(paths), bool)
         start = last = time.time()
         done = 0
-        for batch_indices, _ in ds:
+        what = "checked and cached" if fill is not None else "checked"
+        for batch_indices, values in ds:
+            if fill is not None:
+                fill.write(batch_indices, values)
             decoded[batch_indices.numpy()] = True
             done += len(batch_indices)
             now = time.time()
             if verbose and now - last >= _PROGRESS_EVERY:
                 last = now
                 print(
-                    f"  checked {done:,} of {len(to_decode):,} images ({done / (now - start):,.0f} files/s)",
+                    f"  {what} {done:,} of {len(to_decode):,} images ({done / (now - start):,.0f} files/s)",
                     flush=True,
                 )
         for index in to_decode:
             if not decoded[index]:
                 # Decoded alone to get the message; one that passes now had a
-                # transient read error, and is kept.
+                # transient read error, and is kept (and cached).
                 reason = _decode_error(paths[index], channels, max_pixels)
                 if reason is not None:
                     reasons[index] = reason
+                elif fill is not None:
+                    fill.write(tf.constant([index], tf.int64), fill.load(paths[index])[None])
     return [(paths[index], reasons[index]) for index in sorted(reasons)]
 
 
@@ -378,6 +393,12 @@ def scan_image_folder(
     >>> folder.class_names, folder.labels.tolist()
     (['dark', 'light'], [0, 0, 0, 1, 1, 1])
     """
+    return _scan(directory, class_names, channels, max_pixels, verbose)
+
+
+def _scan(directory, class_names, channels, max_pixels, verbose, prepare=None):
+    """`scan_image_folder`. `prepare(paths)`, called with the listed files before they
+    are checked, may return a `_CacheFill`: the check then caches them too."""
     directory = os.fspath(directory)
     if not os.path.exists(directory):
         raise FileNotFoundError(f"The image folder does not exist. Received: directory={directory!r}")
@@ -425,7 +446,9 @@ def scan_image_folder(
         labels += [label] * len(files)
     if verbose and len(paths) >= 2000:
         print(f"Checking {len(paths):,} images in {directory} ...", flush=True)
-    skipped = check_image_files(paths, channels=channels, max_pixels=max_pixels, verbose=verbose)
+    fill = prepare(paths) if prepare is not None else None
+    max_pixels = images.check_max_pixels(max_pixels)
+    skipped = _check_files(paths, channels, max_pixels, verbose, fill)
     bad = {path for path, _ in skipped}
     keep = [i for i, path in enumerate(paths) if path not in bad]
     folder = ImageFolder(
@@ -905,8 +928,10 @@ def _pipeline(
     drop_remainder,
     max_pixels,
     verbose=False,
+    cached=None,
 ):
-    """`files_dataset` on checked arguments, `cache` decided: `True`, a prefix or `False`."""
+    """`files_dataset` on checked arguments, `cache` decided: `True`, a prefix or `False`.
+    `cached`: `(fill, rows)`, the images already in a filled memory cache, at `rows`."""
     order = np.arange(len(paths))
     if shuffle and isinstance(cache, str):
         # Mix the classes once, in the cached order (fixed for a seed; seed 0 for None,
@@ -922,19 +947,21 @@ def _pipeline(
     def load(path):
         return images.read_image(path, size, channels, max_pixels=max_pixels)
 
-    if cache is True and not tf.distribute.has_strategy():
+    augment = augmentation_lib.augmentation_for(channels, seed=seed) if augment is True else augment
+    if cached is None and cache is True and not tf.distribute.has_strategy():
+        shape = (len(paths), size[0], size[1], channels)
+        cached = (_fill_memory_cache(paths, load, shape, max_pixels, verbose), np.arange(len(paths)))
+    if cached is not None:
+        fill, rows = cached
         return _memory_pipeline(
-            paths,
+            fill.pixels,
+            rows,
             labels,
-            load,
             shuffle=shuffle,
             seed=seed,
             batch_size=batch_size,
             drop_remainder=drop_remainder,
-            augment=augmentation_lib.augmentation_for(channels, seed=seed) if augment is True else augment,
-            shape=(len(paths), size[0], size[1], channels),
-            max_pixels=max_pixels,
-            verbose=verbose,
+            augment=augment,
         )
     if labels is None:
         ds = ds.map(load, num_parallel_calls=AUTOTUNE)
@@ -958,25 +985,38 @@ def _pipeline(
     if shuffle and cache is not False:
         buffer = len(paths) if cache is True else min(len(paths), FILE_CACHE_SHUFFLE_BUFFER)
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    augment = augmentation_lib.augmentation_for(channels, seed=seed) if augment is True else augment
     return data.batch_and_augment(ds, batch_size, drop_remainder=drop_remainder, augment=augment)
 
 
-def _fill_memory_cache(paths, load, shape, max_pixels, verbose=False):
-    """Decodes `paths` once, in parallel, into one float32 variable of `shape`.
+class _CacheFill:
+    """One memory cache being filled: a float32 variable of `shape` (one row per file),
+    allocated once, written by `scatter_update` only and read by `tf.gather` only (a
+    dense read would make the next sparse access copy it).
 
-    One allocation of exactly the decoded size: `Dataset.cache()` keeps each image as
-    its own tensor, and the decode temporaries freed between them stay in the
-    allocator's arenas (`benchmarks/scaling.py`: peak RSS grew by 1.9x the planned
-    cache at 50,000 images). The variable is only ever written by `scatter_update`
-    and read by `tf.gather` (a dense read would make the next sparse access copy it).
+    One allocation of exactly the decoded size: `Dataset.cache()` kept each image as
+    its own tensor, and the decode temporaries freed between them stayed in the
+    allocator's arenas (`benchmarks/scaling.py`: peak RSS grew by 1.9x the planned cache
+    at 50,000 images).
     """
+
+    def __init__(self, shape, load):
+        self.load = load
+        with tf.init_scope():
+            self.pixels = tf.Variable(
+                lambda: tf.raw_ops.Empty(shape=shape, dtype=tf.float32, init=False),
+                trainable=False,
+                name="image_cache",
+            )
+
+    def write(self, rows, values):
+        self.pixels.scatter_update(tf.IndexedSlices(values, rows))
+
+
+def _fill_memory_cache(paths, load, shape, max_pixels, verbose=False):
+    """Decodes `paths` once, in parallel, into a new `_CacheFill` of `shape`, in order;
+    a file that fails is named in a `ValueError` (the paths were meant to be checked)."""
+    fill = _CacheFill(shape, load)
     with tf.init_scope():
-        pixels = tf.Variable(
-            lambda: tf.raw_ops.Empty(shape=shape, dtype=tf.float32, init=False),
-            trainable=False,
-            name="image_cache",
-        )
         decoded = tf.data.Dataset.from_tensor_slices(np.asarray(paths, object).astype(str))
         decoded = decoded.map(load, num_parallel_calls=AUTOTUNE).batch(_FILL_BATCH)
         decoded = data.with_pipeline_options(decoded.prefetch(2))
@@ -985,7 +1025,7 @@ def _fill_memory_cache(paths, load, shape, max_pixels, verbose=False):
         try:
             for batch in decoded:
                 count = int(batch.shape[0])
-                pixels.scatter_update(tf.IndexedSlices(batch, tf.range(position, position + count)))
+                fill.write(tf.range(position, position + count, dtype=tf.int64), batch)
                 position += count
                 now = time.time()
                 if verbose and now - last >= _PROGRESS_EVERY:
@@ -1003,26 +1043,24 @@ def _fill_memory_cache(paths, load, shape, max_pixels, verbose=False):
                 f"An image failed to decode while filling the memory cache{where}: "
                 f"{_clean_reason(error)}. Pass paths from `scan_image_folder`, which skips such files."
             ) from None
-    return pixels
+    return fill
 
 
-def _memory_pipeline(
-    paths, labels, load, *, shuffle, seed, batch_size, drop_remainder, augment, shape, max_pixels, verbose
-):
-    """The pipeline of an in-memory cache: the images decoded once (`_fill_memory_cache`),
-    then each epoch shuffles the indices (the same permutation `Dataset.cache().shuffle`
-    of the images gives for a seed: a shuffle's order depends on its seed and size only),
-    batches them and gathers each batch."""
-    pixels = _fill_memory_cache(paths, load, shape, max_pixels, verbose)
-    ds = tf.data.Dataset.range(shape[0])
+def _memory_pipeline(pixels, rows, labels, *, shuffle, seed, batch_size, drop_remainder, augment):
+    """The pipeline of a filled memory cache: each epoch shuffles the indices of `rows`
+    (the same permutation `Dataset.cache().shuffle` of the images gives for a seed: a
+    shuffle's order depends on its seed and size only), batches them and gathers each
+    batch's rows of `pixels`."""
+    ds = tf.data.Dataset.range(len(rows))
     if shuffle:
-        ds = ds.shuffle(shape[0], seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    rows = tf.constant(np.asarray(rows, np.int64))
     if labels is None:
-        ds = ds.map(lambda index: tf.gather(pixels, index))
+        ds = ds.map(lambda index: tf.gather(pixels, tf.gather(rows, index)))
     else:
         targets = tf.constant(labels)
-        ds = ds.map(lambda index: (tf.gather(pixels, index), tf.gather(targets, index)))
+        ds = ds.map(lambda index: (tf.gather(pixels, tf.gather(rows, index)), tf.gather(targets, index)))
     return data.augment_batches(ds, augment)
 
 
@@ -1048,7 +1086,9 @@ def image_folder_datasets(
     are skipped and reported), splits it per class (`split_image_folder`), and builds
     the pipelines (`files_dataset`). Only the training set is shuffled, augmented and
     subject to `drop_remainder`; the validation set keeps `validation_files` order
-    and every file.
+    and every file. With the cache in memory, the scan decodes each file once, at
+    `image_size`, into one float32 variable of a row per file: that one decode both
+    checks the file and caches it, for both sides.
 
     Args:
         directory: str. One sub-folder per class.
@@ -1097,9 +1137,9 @@ def image_folder_datasets(
     ...                          tf.io.encode_png(tf.fill((8, 8, 1), tf.constant(value, tf.uint8))))
     >>> data = image_folder.image_folder_datasets(root, image_size=32, channels=1,
     ...                                           batch_size=4)  # doctest: +ELLIPSIS
+    Image cache: in memory (10 images of 32x32x1 float32 = 0.04 MB, within half of the ... available).
     Found 10 images in 2 classes (dark: 5, light: 5).
     Using 8 files for training, 2 for validation.
-    Image cache: in memory (10 images of 32x32x1 float32 = 0.04 MB, within half of the ... available).
     >>> images, labels = next(iter(data.validation))
     >>> data.class_names, tuple(images.shape), labels.numpy().tolist()
     (['dark', 'light'], (2, 32, 32, 1), [0, 1])
@@ -1112,7 +1152,24 @@ def image_folder_datasets(
     cache_dir = _check_cache_dir(cache_dir)
     _check_augment(augment)
     validation_split = checks.fraction("validation_split", validation_split, high_open=True)
-    folder = scan_image_folder(directory, class_names=class_names, channels=channels, verbose=verbose)
+    max_pixels = images.DEFAULT_MAX_PIXELS
+    decided = {}
+
+    def prepare(listed):
+        # One decision for both sides: the training and validation caches are held
+        # together. In memory, the scan's one decode of each file checks and caches it.
+        plan = plan_image_cache(len(listed), size, channels, cache=cache, cache_dir=cache_dir)
+        decided["plan"] = plan
+        if verbose:
+            print(f"Image cache: {plan.reason}.", flush=True)
+        if plan.cache is not True or tf.distribute.has_strategy():
+            return None
+        load = functools.partial(images.read_image, image_size=size, channels=channels, max_pixels=max_pixels)
+        decided["fill"] = _CacheFill((len(listed), size[0], size[1], channels), load)
+        decided["rows"] = {path: row for row, path in enumerate(listed)}
+        return decided["fill"]
+
+    folder = _scan(directory, class_names, channels, max_pixels, verbose, prepare)
     if validation_split > 0:
         train_files, validation_files = split_image_folder(folder, validation_split, seed=seed)
         if verbose:
@@ -1125,18 +1182,21 @@ def image_folder_datasets(
         train_files = folder._replace(skipped=[])
         validation_files = None
     _check_drop_remainder(drop_remainder, batch_size, len(train_files.paths))
-    # One decision for both sides: the training and validation caches are held together.
-    planned = plan_image_cache(len(folder.paths), size, channels, cache=cache, cache_dir=cache_dir)
-    if verbose:
-        print(f"Image cache: {planned.reason}.")
+    planned = decided["plan"]
     common = dict(
         size=size,
         channels=channels,
         batch_size=batch_size,
         cache=planned.cache,
-        max_pixels=images.DEFAULT_MAX_PIXELS,
+        max_pixels=max_pixels,
         verbose=verbose,
     )
+
+    def cached(files):
+        if "fill" not in decided:
+            return None
+        return decided["fill"], np.asarray([decided["rows"][path] for path in files.paths], np.int64)
+
     train = _pipeline(
         train_files.paths,
         train_files.labels,
@@ -1144,6 +1204,7 @@ def image_folder_datasets(
         seed=seed,
         augment=augment,
         drop_remainder=drop_remainder,
+        cached=cached(train_files),
         **common,
     )
     validation = None
@@ -1155,6 +1216,7 @@ def image_folder_datasets(
             seed=None,
             augment=None,
             drop_remainder=False,
+            cached=cached(validation_files),
             **common,
         )
     common = dict(image_size=size, channels=channels, batch_size=batch_size)
