@@ -4,7 +4,9 @@ python tests/distribute_worker.py MODE OUT [WORKDIR]
   MODE: single (no strategy), multi-worker (TF_CONFIG from the environment), mirrored
   (two logical CPUs: a two-replica MirroredStrategy and one replica, both in this process).
 Writes OUT (.npz: the final weights, the epochs trained). DIE_AT_EPOCH=k makes the process
-exit at the start of epoch k (a killed worker).
+exit at the start of epoch k (a killed worker). The training set is read from PNG files
+through the memory image cache (`train_dataset`), so every mode also checks that a pipeline
+capturing the cache variable shards and distributes to the batches of the arrays.
 """
 
 import os
@@ -32,9 +34,25 @@ class DieAt(keras.callbacks.Callback):
 
 def data():
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, size=(256, 8, 8, 1)).astype("float32")
+    x = np.round(rng.uniform(0, 255, size=(256, 8, 8, 1))).astype("float32")  # whole: PNG-exact
     y = (x[:, :4].mean(axis=(1, 2, 3)) > x[:, 4:].mean(axis=(1, 2, 3))).astype("int64")
     return x, y
+
+
+def train_dataset(x, y):
+    """The training images as PNG files read through the memory image cache (one
+    variable captured by the pipeline, built outside the strategy scope), in `x`'s order:
+    the batches of `Dataset.from_tensor_slices((x, y)).batch(32, drop_remainder=True)`."""
+    import tempfile
+
+    from testing import write_image_folder
+
+    from keras_transfer import image_folder
+
+    paths = write_image_folder(tempfile.mkdtemp(), x, y, ["a", "b"])
+    return image_folder.files_dataset(
+        paths, y, image_size=8, channels=1, batch_size=32, cache=True, drop_remainder=True
+    )
 
 
 def model():
@@ -58,7 +76,7 @@ def run(strategy, workdir=None, callbacks=()):
         net,
         # A dataset (not arrays): the same batches in the same order in every run (tf.data
         # shuffles in another order once a strategy distributes the dataset).
-        tf.data.Dataset.from_tensor_slices((x[:192], y[:192])).batch(32, drop_remainder=True),
+        train_dataset(x[:192], y[:192]),
         (x[192:], y[192:]),
         epochs=EPOCHS,
         batch_size=32,
