@@ -195,10 +195,13 @@ def test_memory_cache_filled_by_the_scan_skips_broken_files_on_both_sides(dirty)
     memory = image_folder.image_folder_datasets(dirty[0], cache=True, **kwargs)
     plain = image_folder.image_folder_datasets(dirty[0], cache=False, **kwargs)
     assert len(memory.skipped) == 3 and memory.train_files.paths == plain.train_files.paths
-    found = _captured_variables(memory.train) + _captured_variables(memory.validation)
-    (cache,) = {id(v): v for v in found}.values()  # one cache, both sides
+    sides = (memory.train, memory.validation, memory.train_plain)
+    found = [v for side in sides for v in _captured_variables(side)]
+    (cache,) = {id(v): v for v in found}.values()  # one cache: both sides and train_plain
     assert tuple(cache.shape) == (185, 28, 28, 1)  # 182 valid + 3 broken rows (never gathered)
-    for side in ("train", "validation"):
+    assert [id(v) for v in _captured_variables(memory.train_plain)] == [id(cache)]
+    assert _captured_variables(plain.train_plain) == []  # decoded from the files
+    for side in ("train", "validation", "train_plain"):
         for _ in range(2):
             for (a, la), (b, lb) in zip(getattr(memory, side), getattr(plain, side), strict=True):
                 np.testing.assert_array_equal(a, b)

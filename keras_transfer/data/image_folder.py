@@ -121,7 +121,8 @@ class FolderData:
         train_files: `ImageFolder` of the training files (`paths`, `labels`).
         validation_files: `ImageFolder` of the validation files, or `None`.
         train_plain: `tf.data.Dataset` of the training files in `train_files` order,
-            without shuffling, augmentation or cache (for calibration or a report).
+            without shuffling or augmentation (for calibration or a report): read
+            from the memory cache when there is one, else decoded from the files.
     """
 
     train: tf.data.Dataset
@@ -1219,8 +1220,21 @@ def image_folder_datasets(
             cached=cached(validation_files),
             **common,
         )
-    common = dict(image_size=size, channels=channels, batch_size=batch_size)
-    train_plain = files_dataset(train_files.paths, train_files.labels, cache=False, **common)
+    train_cached = cached(train_files)
+    if train_cached is not None:  # the same pixels as decoding, gathered from the cache
+        train_plain = _memory_pipeline(
+            train_cached[0].pixels,
+            train_cached[1],
+            train_files.labels,
+            shuffle=False,
+            seed=None,
+            batch_size=batch_size,
+            drop_remainder=False,
+            augment=None,
+        )
+    else:
+        common = dict(image_size=size, channels=channels, batch_size=batch_size)
+        train_plain = files_dataset(train_files.paths, train_files.labels, cache=False, **common)
     return FolderData(
         train=train,
         validation=validation,
