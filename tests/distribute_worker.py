@@ -42,17 +42,24 @@ def data():
 def train_dataset(x, y):
     """The training images as PNG files read through the memory image cache (one
     variable captured by the pipeline, built outside the strategy scope), in `x`'s order:
-    the batches of `Dataset.from_tensor_slices((x, y)).batch(32, drop_remainder=True)`."""
+    the batches of `Dataset.from_tensor_slices((x, y)).batch(32, drop_remainder=True)`,
+    checked here. The files are gone before training: the cache was filled when built."""
     import tempfile
 
     from testing import write_image_folder
 
     from keras_transfer import image_folder
 
-    paths = write_image_folder(tempfile.mkdtemp(), x, y, ["a", "b"])
-    return image_folder.files_dataset(
-        paths, y, image_size=8, channels=1, batch_size=32, cache=True, drop_remainder=True
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        paths = write_image_folder(folder, x, y, ["a", "b"])
+        dataset = image_folder.files_dataset(
+            paths, y, image_size=8, channels=1, batch_size=32, cache=True, drop_remainder=True
+        )
+    reference = tf.data.Dataset.from_tensor_slices((x, y)).batch(32, drop_remainder=True)
+    for (images, labels), (want_images, want_labels) in zip(dataset, reference, strict=True):
+        np.testing.assert_array_equal(images, want_images)
+        np.testing.assert_array_equal(labels, want_labels)
+    return dataset
 
 
 def model():

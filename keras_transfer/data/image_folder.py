@@ -929,10 +929,10 @@ def _pipeline(
     drop_remainder,
     max_pixels,
     verbose=False,
-    cached=None,
+    fill=None,
 ):
     """`files_dataset` on checked arguments, `cache` decided: `True`, a prefix or `False`.
-    `cached`: `(fill, rows)`, the images already in a filled memory cache, at `rows`."""
+    `fill`: a filled `_CacheFill` holding `paths` (read from it whatever `cache` says)."""
     order = np.arange(len(paths))
     if shuffle and isinstance(cache, str):
         # Mix the classes once, in the cached order (fixed for a seed; seed 0 for None,
@@ -949,14 +949,12 @@ def _pipeline(
         return images.read_image(path, size, channels, max_pixels=max_pixels)
 
     augment = augmentation_lib.augmentation_for(channels, seed=seed) if augment is True else augment
-    if cached is None and cache is True and not tf.distribute.has_strategy():
-        shape = (len(paths), size[0], size[1], channels)
-        cached = (_fill_memory_cache(paths, load, shape, max_pixels, verbose), np.arange(len(paths)))
-    if cached is not None:
-        fill, rows = cached
+    if fill is None and cache is True and not tf.distribute.has_strategy():
+        fill = _fill_memory_cache(paths, load, (size[0], size[1], channels), max_pixels, verbose)
+    if fill is not None:
         return _memory_pipeline(
             fill.pixels,
-            rows,
+            fill.rows(paths),
             labels,
             shuffle=shuffle,
             seed=seed,
@@ -990,9 +988,10 @@ def _pipeline(
 
 
 class _CacheFill:
-    """One memory cache being filled: a float32 variable of `shape` (one row per file),
-    allocated once, written by `scatter_update` only and read by `tf.gather` only (a
-    dense read would make the next sparse access copy it).
+    """One memory cache being filled: a float32 variable with one row of `image_shape`
+    per path of `paths`, allocated once, written by `scatter_update` only and read by
+    `tf.gather` only (a dense read would make the next sparse access copy it). `load`
+    decodes a path into its row's pixels.
 
     One allocation of exactly the decoded size: `Dataset.cache()` kept each image as
     its own tensor, and the decode temporaries freed between them stayed in the
@@ -1000,8 +999,10 @@ class _CacheFill:
     at 50,000 images).
     """
 
-    def __init__(self, shape, load):
+    def __init__(self, paths, image_shape, load):
         self.load = load
+        self._rows = {path: row for row, path in enumerate(paths)}
+        shape = (len(paths), *image_shape)
         with tf.init_scope():
             self.pixels = tf.Variable(
                 lambda: tf.raw_ops.Empty(shape=shape, dtype=tf.float32, init=False),
@@ -1012,11 +1013,15 @@ class _CacheFill:
     def write(self, rows, values):
         self.pixels.scatter_update(tf.IndexedSlices(values, rows))
 
+    def rows(self, paths):
+        """The cache rows of `paths` (each one of the paths it was made for)."""
+        return np.asarray([self._rows[path] for path in paths], np.int64)
 
-def _fill_memory_cache(paths, load, shape, max_pixels, verbose=False):
-    """Decodes `paths` once, in parallel, into a new `_CacheFill` of `shape`, in order;
-    a file that fails is named in a `ValueError` (the paths were meant to be checked)."""
-    fill = _CacheFill(shape, load)
+
+def _fill_memory_cache(paths, load, image_shape, max_pixels, verbose=False):
+    """Decodes `paths` once, in parallel, into a new `_CacheFill`, in order; a file that
+    fails is named in a `ValueError` (the paths were meant to be checked)."""
+    fill = _CacheFill(paths, image_shape, load)
     with tf.init_scope():
         decoded = tf.data.Dataset.from_tensor_slices(np.asarray(paths, object).astype(str))
         decoded = decoded.map(load, num_parallel_calls=AUTOTUNE).batch(_FILL_BATCH)
@@ -1032,13 +1037,13 @@ def _fill_memory_cache(paths, load, shape, max_pixels, verbose=False):
                 if verbose and now - last >= _PROGRESS_EVERY:
                     last = now
                     print(
-                        f"  cached {position:,} of {shape[0]:,} images "
+                        f"  cached {position:,} of {len(paths):,} images "
                         f"({position / (now - start):,.0f} images/s)",
                         flush=True,
                     )
         except tf.errors.OpError as error:
             batch = paths[position : position + _FILL_BATCH]
-            failed = next((p for p in batch if _decode_error(p, shape[-1], max_pixels)), None)
+            failed = next((p for p in batch if _decode_error(p, image_shape[-1], max_pixels)), None)
             where = f": {failed}" if failed else f" (one of files {position:,}-{position + _FILL_BATCH:,})"
             raise ValueError(
                 f"An image failed to decode while filling the memory cache{where}: "
@@ -1056,7 +1061,7 @@ def _memory_pipeline(pixels, rows, labels, *, shuffle, seed, batch_size, drop_re
     if shuffle:
         ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    rows = tf.constant(np.asarray(rows, np.int64))
+    rows = tf.constant(rows)
     if labels is None:
         ds = ds.map(lambda index: tf.gather(pixels, tf.gather(rows, index)))
     else:
@@ -1166,8 +1171,7 @@ def image_folder_datasets(
         if plan.cache is not True or tf.distribute.has_strategy():
             return None
         load = functools.partial(images.read_image, image_size=size, channels=channels, max_pixels=max_pixels)
-        decided["fill"] = _CacheFill((len(listed), size[0], size[1], channels), load)
-        decided["rows"] = {path: row for row, path in enumerate(listed)}
+        decided["fill"] = _CacheFill(listed, (size[0], size[1], channels), load)
         return decided["fill"]
 
     folder = _scan(directory, class_names, channels, max_pixels, verbose, prepare)
@@ -1191,13 +1195,8 @@ def image_folder_datasets(
         cache=planned.cache,
         max_pixels=max_pixels,
         verbose=verbose,
+        fill=decided.get("fill"),
     )
-
-    def cached(files):
-        if "fill" not in decided:
-            return None
-        return decided["fill"], np.asarray([decided["rows"][path] for path in files.paths], np.int64)
-
     train = _pipeline(
         train_files.paths,
         train_files.labels,
@@ -1205,7 +1204,6 @@ def image_folder_datasets(
         seed=seed,
         augment=augment,
         drop_remainder=drop_remainder,
-        cached=cached(train_files),
         **common,
     )
     validation = None
@@ -1217,24 +1215,18 @@ def image_folder_datasets(
             seed=None,
             augment=None,
             drop_remainder=False,
-            cached=cached(validation_files),
             **common,
         )
-    train_cached = cached(train_files)
-    if train_cached is not None:  # the same pixels as decoding, gathered from the cache
-        train_plain = _memory_pipeline(
-            train_cached[0].pixels,
-            train_cached[1],
-            train_files.labels,
-            shuffle=False,
-            seed=None,
-            batch_size=batch_size,
-            drop_remainder=False,
-            augment=None,
-        )
-    else:
-        common = dict(image_size=size, channels=channels, batch_size=batch_size)
-        train_plain = files_dataset(train_files.paths, train_files.labels, cache=False, **common)
+    # From the memory cache when there is one (the same pixels), else decoded every pass.
+    train_plain = _pipeline(
+        train_files.paths,
+        train_files.labels,
+        shuffle=False,
+        seed=None,
+        augment=None,
+        drop_remainder=False,
+        **{**common, "cache": False},
+    )
     return FolderData(
         train=train,
         validation=validation,
