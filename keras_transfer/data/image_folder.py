@@ -1206,27 +1206,16 @@ def image_folder_datasets(
         drop_remainder=drop_remainder,
         **common,
     )
-    validation = None
-    if validation_files is not None:
-        validation = _pipeline(
-            validation_files.paths,
-            validation_files.labels,
-            shuffle=False,
-            seed=None,
-            augment=None,
-            drop_remainder=False,
-            **common,
+
+    def plain(files, **changes):  # in order, unaugmented, every sample
+        options = {**common, **changes}
+        return _pipeline(
+            files.paths, files.labels, shuffle=False, seed=None, augment=None, drop_remainder=False, **options
         )
+
+    validation = None if validation_files is None else plain(validation_files)
     # From the memory cache when there is one (the same pixels), else decoded every pass.
-    train_plain = _pipeline(
-        train_files.paths,
-        train_files.labels,
-        shuffle=False,
-        seed=None,
-        augment=None,
-        drop_remainder=False,
-        **{**common, "cache": False},
-    )
+    train_plain = plain(train_files, cache=False)
     return FolderData(
         train=train,
         validation=validation,
