@@ -119,7 +119,7 @@ def mix_buffer(target, x_buffer, y_buffer, replay_batch_size, *, seed=0, augment
     buffer = buffer.batch(replay_batch_size, drop_remainder=True)
     augment = _augmenter(augment, x_buffer.shape[-1], seed)
     if augment is not None:
-        buffer = buffer.map(lambda i, t: (augment(i, training=True), t), num_parallel_calls=tf.data.AUTOTUNE)
+        buffer = data_lib.map_augmentation(buffer, augment)  # in order: the same for a seed
 
     def mix(batch, replayed):
         (x, y), (xb, yb) = batch, replayed
