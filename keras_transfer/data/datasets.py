@@ -387,12 +387,9 @@ def map_augmentation(ds, augment):
     `SeedGenerator` variable), and two batches augmented at once race for it, so the
     same seeds gave another run each time (`tests/test_data.py::
     test_augmented_pipeline_is_the_same_for_a_seed`). The pipeline's `prefetch` still
-    runs it in the background, beside the training step. On the 2-core CPUs measured it
-    was not slower: the demo's runs took as long (batch-32 digits: about 1 ms of
-    augmentation against a 5-12 ms step), and `mobilenet_v3_small` at 224x224, batch 32,
-    with `image_augmentation` trained 10-step epochs in 4.9-5.0 s against 5.8-5.9 s with
-    the parallel map (whose threads took cores from the step). A host with many cores
-    and a fast accelerator can be bound by it: there, pass your own pipeline.
+    runs it in the background, beside the training step (`benchmarks/demo_pipeline.py`
+    times the demo with it). On a host with many cores and a fast accelerator it can
+    bound the input: there, pass your own pipeline.
 
     Example:
 
