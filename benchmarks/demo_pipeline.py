@@ -41,6 +41,7 @@ the demo still runs for figure 2.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,55 @@ def _run(command, label, log_path):
         process.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
     return seconds, usage.ru_maxrss * 1024, process.returncode
+
+
+# The per-run lines both pipelines print (`evaluation.learning_curves`' log line, and
+# `torch_demo.py`'s copy of it): "  <target> [<backbone>] k=<k> seed <s> <method>: <acc>
+# (<seconds>s)", and the source model's "source <backbone>: ... (<seconds>s)".
+_RUN_LINE = re.compile(
+    r"^\s+(?P<target>.+?) (?P<budget>k=\d+|all) seed (?P<seed>\d+) (?P<method>[\w-]+): "
+    r"[\d.]+ \((?P<seconds>[\d.]+)s\)$"
+)
+_SOURCE_LINE = re.compile(r"^source (?P<backbone>\S+): .*\((?P<seconds>[\d.]+)s\)$")
+
+
+def per_run_seconds(log_path):
+    """{(target, budget, seed, method) or ("source", backbone): seconds} from a log."""
+    runs = {}
+    with open(log_path) as handle:
+        for line in handle:
+            line = line.rstrip("\n")
+            match = _RUN_LINE.match(line)
+            if match:
+                key = tuple(match.group(k) for k in ("target", "budget", "seed", "method"))
+                runs[key] = float(match.group("seconds"))
+                continue
+            match = _SOURCE_LINE.match(line)
+            if match:
+                runs[("source", match.group("backbone"))] = float(match.group("seconds"))
+    return runs
+
+
+def run_spread(keras_runs, torch_runs):
+    """Per kind of run (the source model, each method): how many runs both logs have,
+    each side's seconds per run (lowest-highest) and the PyTorch / toolkit ratio of the
+    kind's total; `None` when the logs share no run."""
+    kinds = {}
+    for key, seconds in keras_runs.items():
+        if key in torch_runs:
+            kind = "source" if key[0] == "source" else key[3]
+            kinds.setdefault(kind, []).append((seconds, torch_runs[key]))
+    if not kinds:
+        return None
+    parts = []
+    for kind, pairs in kinds.items():
+        ours, theirs = [p[0] for p in pairs], [p[1] for p in pairs]
+        parts.append(
+            f"{kind} ({len(pairs)} run{'s' if len(pairs) > 1 else ''}): "
+            f"toolkit {min(ours):.1f}-{max(ours):.1f} s, "
+            f"PyTorch {min(theirs):.1f}-{max(theirs):.1f} s, {sum(theirs) / sum(ours):.2f}x"
+        )
+    return "; ".join(parts)
 
 
 def _table(path):
@@ -158,6 +208,9 @@ def run(smoke, full=False):
             else ""
         )
         gap, where = _largest_gap(keras_summary["results"], torch_summary["results"])
+        spread = run_spread(
+            per_run_seconds(os.path.join(tmp, "keras.log")), per_run_seconds(os.path.join(tmp, "torch.log"))
+        )
         keras_train = keras_timings.get("train_eval")
         if keras_train is None:
             raise RuntimeError("The demo's results.json has no timings.train_eval")
@@ -184,7 +237,8 @@ def run(smoke, full=False):
                     f"+ TorchScript only). PyTorch {torch.__version__}, float32, "
                     f"{torch_summary.get('threads')} thread(s) (the faster of 2 and 1 at start), "
                     f"peak RSS {torch_rss / 1e9:.2f} GB. Largest accuracy gap between the two tables: "
-                    f"{gap:.3f} ({where})."
+                    f"{gap:.3f} ({where}). Per run (training + its test accuracy, as each log "
+                    f"prints it), by kind: {spread or 'the two logs share no run'}."
                 ),
             ),
         )

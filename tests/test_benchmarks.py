@@ -126,6 +126,40 @@ def test_spread_best_median_worst():
     assert (seconds.best, seconds.worst) == (5.0, 6.0)
 
 
+def test_demo_spread_pairs_the_runs_of_both_logs(tmp_path):
+    _benchmark_modules()
+    import demo_pipeline
+
+    keras_log, torch_log = tmp_path / "keras.log", tmp_path / "torch.log"
+    keras_log.write_text(
+        "Runs: 1 source(s) x 1 targets\n"
+        "source mnist_cnn: MNIST 0-4 test accuracy 0.9933 (15.1s)\n"
+        "  MNIST 5-9 [mnist_cnn] k=1 seed 0 scratch: 0.6813 (8.0s)\n"
+        "  MNIST 5-9 [mnist_cnn] k=1 seed 0 frozen: 0.6987 (4.0s)\n"
+        "  MNIST 5-9 [mnist_cnn] k=5 seed 0 scratch: 0.8933 (6.0s)\n"
+        "  MNIST 5-9 [mnist_cnn] all seed 0 frozen: 0.9000 (9.9s)\n"
+    )
+    torch_log.write_text(
+        "PyTorch 2.13.0+cpu: 2 thread(s)\n"
+        "source mnist_cnn: MNIST 0-4 test accuracy 0.9900 (12.0s)\n"
+        "  MNIST 5-9 [mnist_cnn] k=1 seed 0 scratch: 0.6700 (7.0s)\n"
+        "  MNIST 5-9 [mnist_cnn] k=1 seed 0 frozen: 0.7000 (2.0s)\n"
+        "  MNIST 5-9 [mnist_cnn] k=5 seed 0 scratch: 0.8800 (7.0s)\n"
+    )
+    keras_runs = demo_pipeline.per_run_seconds(keras_log)
+    assert keras_runs[("MNIST 5-9 [mnist_cnn]", "k=5", "0", "scratch")] == 6.0
+    assert keras_runs[("MNIST 5-9 [mnist_cnn]", "all", "0", "frozen")] == 9.9
+    assert keras_runs[("source", "mnist_cnn")] == 15.1 and len(keras_runs) == 5
+    spread = demo_pipeline.run_spread(keras_runs, demo_pipeline.per_run_seconds(torch_log))
+    # Only the runs both logs have: the "all" frozen run is the toolkit's alone.
+    assert spread == (
+        "source (1 run): toolkit 15.1-15.1 s, PyTorch 12.0-12.0 s, 0.79x; "
+        "scratch (2 runs): toolkit 6.0-8.0 s, PyTorch 7.0-7.0 s, 1.00x; "
+        "frozen (1 run): toolkit 4.0-4.0 s, PyTorch 2.0-2.0 s, 0.50x"
+    )
+    assert demo_pipeline.run_spread(keras_runs, {}) is None
+
+
 def test_results_file_keeps_the_scripts_not_rerun(tmp_path):
     common, run = _benchmark_modules()
     path = str(tmp_path / "results" / "amd-avx512.json")
