@@ -281,6 +281,60 @@ def test_fine_tune_with_no_second_stage_trains_the_head_only(mnist):
         keras_transfer.fine_tune(model, (x, y), epochs=-1, verbose=0)
 
 
+def test_a_step_budget_runs_exactly_its_steps_when_calls_do_not_divide_the_epoch(mnist):
+    # The tf.data path (augmented): 5 images make 1 step a pass; 3 epochs x ceil(40 / 3)
+    # = 14 steps. Keras's calls of 4 steps would run 16 an epoch on the repeated data.
+    x, y = mnist.x[:5], mnist.y[:5]
+    model = keras_transfer.build_classifier("mnist_mlp", 10, weights=None)
+    with pytest.warns(UserWarning, match=r"steps_per_execution=4 does not divide the 14 steps"):
+        keras_transfer.train(
+            model, (x, y), epochs=3, min_steps=40, steps_per_execution=4, augment=True, verbose=0
+        )
+    assert int(model.optimizer.iterations) == 3 * 14 and model.steps_per_execution == 2
+
+
+def test_a_finite_pipeline_is_read_through_one_iterator_per_run(mnist, monkeypatch):
+    import tensorflow as tf
+
+    made = []
+    iterate = tf.data.Dataset.__iter__
+
+    def counted(dataset):
+        made.append(dataset)
+        return iterate(dataset)
+
+    monkeypatch.setattr(tf.data.Dataset, "__iter__", counted)
+    x, y = mnist.x[:400], mnist.y[:400]
+    model = keras_transfer.build_classifier("mnist_mlp", 10, weights=None)
+    history = keras_transfer.train(
+        model,
+        (x[:320], y[:320]),
+        (x[320:], y[320:]),
+        epochs=3,
+        augment=True,
+        steps_per_execution=2,
+        verbose=0,
+    )
+    # 320 images: 10 steps an epoch; 80 validation images: 3 batches, not divisible by 2.
+    assert int(model.optimizer.iterations) == 30 and len(history.history["val_loss"]) == 3
+    # One training iterator for the run (Keras makes two an epoch on a finite dataset:
+    # 6 here), and the validation's own (2 an epoch when its calls do not divide it).
+    assert len(made) == 1 + 2 * 3, len(made)
+    made.clear()
+    history = keras_transfer.train(
+        model,
+        (x[:320], y[:320]),
+        (x[320:384], y[320:384]),
+        epochs=3,
+        augment=True,
+        steps_per_execution=2,
+        verbose=0,
+    )
+    assert len(made) == 1 + 3  # 64 validation images: 2 batches, repeated, one iterator a validation
+    accuracy = float(np.mean(model.predict(x[320:384], verbose=0).argmax(-1) == y[320:384]))
+    assert history.history["val_accuracy"][-1] == pytest.approx(accuracy, abs=1e-6)
+
+
 def test_a_step_budget_on_fewer_images_than_a_batch_trains_on_full_batches(mnist):
     x, y = mnist.x[:5], mnist.y[:5]
     model = keras_transfer.build_classifier("mnist_mlp", 10, weights=None)

@@ -512,6 +512,8 @@ def train(
             stacklevel=2,
         )
     _set_steps_per_execution(fit_model, steps_per_execution, model, batch_size, steps_per_epoch)
+    if feed is None and steps_per_epoch is not None and _is_infinite(train_ds):
+        _whole_calls_per_epoch(fit_model, steps_per_epoch, explicit=steps_per_execution != "auto")
     if guard is not None:
         guard.every = fit_model.steps_per_execution  # the fitted model's (a cached head's)
     all_callbacks = (
@@ -539,6 +541,14 @@ def train(
             callbacks=all_callbacks,
             verbose=verbose,
         )
+    train_ds, validation_ds, validation_steps = _one_iterator_per_run(
+        train_ds,
+        validation_ds,
+        steps_per_epoch,
+        passes,
+        repeated or feed is not None,
+        fit_model.steps_per_execution,
+    )
     if feed is not None:
         loop_jit = None  # the model's own jit_compile (a feed means `fit_model is model`)
         planned = steps_per_epoch * (epochs - initial_epoch)
@@ -557,6 +567,7 @@ def train(
                 validation_data=validation_ds,
                 epochs=epochs,
                 steps_per_epoch=steps_per_epoch,
+                validation_steps=validation_steps,
                 initial_epoch=initial_epoch,
                 shuffle=False,
                 callbacks=all_callbacks,
@@ -566,12 +577,46 @@ def train(
         train_ds,
         validation_data=validation_ds,
         epochs=epochs,
-        steps_per_epoch=steps_per_epoch if steps_per_epoch != passes or repeated else None,
+        steps_per_epoch=steps_per_epoch,
+        validation_steps=validation_steps,
         initial_epoch=initial_epoch,
         shuffle=False,  # the pipeline shuffles (as_dataset / make_dataset)
         callbacks=all_callbacks,
         verbose=verbose,
     )
+
+
+def _one_iterator_per_run(train_ds, validation_ds, steps_per_epoch, passes, repeated, steps_per_execution):
+    """`(train_ds, validation_ds, validation_steps)` for `fit`: datasets of known length
+    repeated, with their steps given, so `fit` keeps one iterator over the whole run
+    (`train_ds` is `None` with the in-memory feed, `repeated`: nothing to repeat).
+
+    On a dataset of known length Keras's `fit` makes two iterators per epoch: one when the
+    epoch starts and one, never read, when its last batch is drawn (and one more per
+    validation). Each costs the pipeline's set-up (about 30 ms for an augmented one;
+    `benchmarks/demo_pipeline.py`'s source model runs 10 epochs of it) and the next epoch
+    waits for its first batch. Repeated, epoch `e` reads pass `e` of the same pipeline:
+    the same batches, reshuffled each pass, and the prefetched batches carry across the
+    epoch's end. The in-memory feed (`training.in_memory`) reads the same shuffles.
+
+    Only when `steps_per_execution` divides the steps: a Keras call runs that many steps
+    unless the data ends, so on a repeated dataset the epoch's last call would read into
+    the next pass (a validation would count batches twice).
+    """
+    if (
+        train_ds is not None
+        and not repeated
+        and passes is not None
+        and steps_per_epoch == passes
+        and passes % steps_per_execution == 0
+    ):
+        train_ds = train_ds.repeat()
+    validation_steps = None
+    if validation_ds is not None:
+        steps = _steps_per_epoch(validation_ds)
+        if steps is not None and steps % steps_per_execution == 0:
+            validation_ds, validation_steps = validation_ds.repeat(), steps
+    return train_ds, validation_ds, validation_steps
 
 
 def _has_dropout(model):
@@ -703,6 +748,30 @@ def _set_steps_per_execution(fit_model, steps_per_execution, model, batch_size, 
         # Keras reads it when it builds the train function: reset that function.
         fit_model.steps_per_execution = steps_per_execution
         fit_model.train_function = fit_model.test_function = fit_model.predict_function = None
+
+
+def _is_infinite(dataset):
+    return int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
+
+
+def _whole_calls_per_epoch(fit_model, steps_per_epoch, explicit):
+    """On a repeated dataset, `steps_per_execution` becomes the largest divisor of
+    `steps_per_epoch` it allows: a Keras call runs that many steps unless the data ends,
+    so a call that does not divide the epoch runs past it (5 images under
+    `min_steps=40` over 3 epochs, 4 steps a call: 48 steps instead of 42)."""
+    steps = fit_model.steps_per_execution
+    if steps_per_epoch % steps == 0:
+        return
+    fitted = max(d for d in range(1, steps + 1) if steps_per_epoch % d == 0)
+    if explicit:
+        warnings.warn(
+            f"steps_per_execution={steps} does not divide the {steps_per_epoch} steps of each "
+            f"epoch of a repeated dataset: {fitted} steps a call instead, so each epoch runs "
+            "exactly its steps.",
+            stacklevel=3,
+        )
+    fit_model.steps_per_execution = fitted
+    fit_model.train_function = fit_model.test_function = fit_model.predict_function = None
 
 
 def _compile_like(head, model, jit, penalties=()):
