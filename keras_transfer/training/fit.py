@@ -511,9 +511,14 @@ def train(
             "recompiles. Build the dataset with drop_remainder=True.",
             stacklevel=2,
         )
-    _set_steps_per_execution(fit_model, steps_per_execution, model, batch_size, steps_per_epoch)
-    if feed is None and steps_per_epoch is not None and _is_infinite(train_ds):
-        _whole_calls_per_epoch(fit_model, steps_per_epoch, explicit=steps_per_execution != "auto")
+    _set_steps_per_execution(
+        fit_model,
+        steps_per_execution,
+        model,
+        batch_size,
+        steps_per_epoch,
+        whole_calls=feed is None and int(train_ds.cardinality()) == int(tf.data.INFINITE_CARDINALITY),
+    )
     if guard is not None:
         guard.every = fit_model.steps_per_execution  # the fitted model's (a cached head's)
     all_callbacks = (
@@ -541,14 +546,12 @@ def train(
             callbacks=all_callbacks,
             verbose=verbose,
         )
-    train_ds, validation_ds, validation_steps = _one_iterator_per_run(
-        train_ds,
-        validation_ds,
-        steps_per_epoch,
-        passes,
-        repeated or feed is not None,
-        fit_model.steps_per_execution,
-    )
+    # One input iterator per run: see `_repeated` (the in-memory feed reads no dataset).
+    if train_ds is not None:
+        train_ds, _ = _repeated(train_ds, fit_model.steps_per_execution)
+    validation_steps = None
+    if validation_ds is not None:
+        validation_ds, validation_steps = _repeated(validation_ds, fit_model.steps_per_execution)
     if feed is not None:
         loop_jit = None  # the model's own jit_compile (a feed means `fit_model is model`)
         planned = steps_per_epoch * (epochs - initial_epoch)
@@ -586,37 +589,26 @@ def train(
     )
 
 
-def _one_iterator_per_run(train_ds, validation_ds, steps_per_epoch, passes, repeated, steps_per_execution):
-    """`(train_ds, validation_ds, validation_steps)` for `fit`: datasets of known length
-    repeated, with their steps given, so `fit` keeps one iterator over the whole run
-    (`train_ds` is `None` with the in-memory feed, `repeated`: nothing to repeat).
+def _repeated(dataset, steps_per_execution):
+    """`(dataset.repeat(), its length)` for a dataset of known length that
+    `steps_per_execution` divides, else `(dataset, None)`: given to `fit` with its steps,
+    one iterator serves the whole run.
 
-    On a dataset of known length Keras's `fit` makes two iterators per epoch: one when the
-    epoch starts and one, never read, when its last batch is drawn (and one more per
-    validation). Each costs the pipeline's set-up (about 30 ms for an augmented one;
-    `benchmarks/demo_pipeline.py`'s source model runs 10 epochs of it) and the next epoch
-    waits for its first batch. Repeated, epoch `e` reads pass `e` of the same pipeline:
-    the same batches, reshuffled each pass, and the prefetched batches carry across the
-    epoch's end. The in-memory feed (`training.in_memory`) reads the same shuffles.
-
-    Only when `steps_per_execution` divides the steps: a Keras call runs that many steps
-    unless the data ends, so on a repeated dataset the epoch's last call would read into
-    the next pass (a validation would count batches twice).
+    On a dataset of known length Keras's `fit` makes two iterators per epoch (and two per
+    validation): one when the epoch starts and one, never read, when its last batch is
+    drawn. Each rebuilds the pipeline (for an augmented one, its `map` function), and the
+    next epoch waits for its first batch. Repeated, epoch `e` reads pass `e` of the same
+    pipeline: the same batches, reshuffled each pass, and the prefetched batches carry
+    across the epoch's end. The in-memory feed (`training.in_memory`) reads the same
+    shuffles. Only when `steps_per_execution` divides the length: a Keras call runs that
+    many steps unless the data ends, so the epoch's last call would read into the next
+    pass (a validation would count batches twice). A dataset repeated already (a step
+    budget) has no known length and stays as it is.
     """
-    if (
-        train_ds is not None
-        and not repeated
-        and passes is not None
-        and steps_per_epoch == passes
-        and passes % steps_per_execution == 0
-    ):
-        train_ds = train_ds.repeat()
-    validation_steps = None
-    if validation_ds is not None:
-        steps = _steps_per_epoch(validation_ds)
-        if steps is not None and steps % steps_per_execution == 0:
-            validation_ds, validation_steps = validation_ds.repeat(), steps
-    return train_ds, validation_ds, validation_steps
+    steps = _steps_per_epoch(dataset)
+    if steps is None or steps % steps_per_execution:
+        return dataset, None
+    return dataset.repeat(), steps
 
 
 def _has_dropout(model):
@@ -732,8 +724,16 @@ def _batchnorm_callbacks(model, recalibrate, train_data, batch_size, verbose, *,
     return callbacks
 
 
-def _set_steps_per_execution(fit_model, steps_per_execution, model, batch_size, steps_per_epoch):
-    if steps_per_execution == "auto":
+def _set_steps_per_execution(fit_model, steps_per_execution, model, batch_size, steps_per_epoch, whole_calls):
+    """Sets `fit_model.steps_per_execution` (`"auto"`: from the model's size).
+
+    With `whole_calls` (a repeated dataset under `steps_per_epoch`) it is the largest
+    divisor of `steps_per_epoch` the count allows: a Keras call runs that many steps
+    unless the data ends, so a call that does not divide the epoch runs past it (5
+    images under `min_steps=40` over 3 epochs, 4 steps a call: 48 steps instead of 42).
+    """
+    explicit = steps_per_execution != "auto"
+    if not explicit:
         steps_per_execution = performance.auto_steps_per_execution(fit_model, batch_size, steps_per_epoch)
     elif (
         isinstance(steps_per_execution, bool)
@@ -744,34 +744,20 @@ def _set_steps_per_execution(fit_model, steps_per_execution, model, batch_size, 
             "steps_per_execution must be a positive integer or 'auto'. "
             f"Received: steps_per_execution={steps_per_execution!r}"
         )
+    if whole_calls and steps_per_epoch is not None and steps_per_epoch % steps_per_execution:
+        fitted = max(d for d in range(1, steps_per_execution + 1) if steps_per_epoch % d == 0)
+        if explicit:
+            warnings.warn(
+                f"steps_per_execution={steps_per_execution} does not divide the {steps_per_epoch} "
+                f"steps of each epoch of a repeated dataset: {fitted} steps a call instead, so "
+                "each epoch runs exactly its steps.",
+                stacklevel=3,
+            )
+        steps_per_execution = fitted
     if fit_model.steps_per_execution != steps_per_execution:
         # Keras reads it when it builds the train function: reset that function.
         fit_model.steps_per_execution = steps_per_execution
         fit_model.train_function = fit_model.test_function = fit_model.predict_function = None
-
-
-def _is_infinite(dataset):
-    return int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
-
-
-def _whole_calls_per_epoch(fit_model, steps_per_epoch, explicit):
-    """On a repeated dataset, `steps_per_execution` becomes the largest divisor of
-    `steps_per_epoch` it allows: a Keras call runs that many steps unless the data ends,
-    so a call that does not divide the epoch runs past it (5 images under
-    `min_steps=40` over 3 epochs, 4 steps a call: 48 steps instead of 42)."""
-    steps = fit_model.steps_per_execution
-    if steps_per_epoch % steps == 0:
-        return
-    fitted = max(d for d in range(1, steps + 1) if steps_per_epoch % d == 0)
-    if explicit:
-        warnings.warn(
-            f"steps_per_execution={steps} does not divide the {steps_per_epoch} steps of each "
-            f"epoch of a repeated dataset: {fitted} steps a call instead, so each epoch runs "
-            "exactly its steps.",
-            stacklevel=3,
-        )
-    fit_model.steps_per_execution = fitted
-    fit_model.train_function = fit_model.test_function = fit_model.predict_function = None
 
 
 def _compile_like(head, model, jit, penalties=()):

@@ -73,11 +73,11 @@ class ArrayFeed:
         # An epoch's indices as one batch (one batching op over the elements, not two),
         # shaped (steps, batch) where read: the same order as batching twice.
         indices = indices.batch(steps_per_epoch * batch_size, drop_remainder=True)
-        if not repeat:  # one pass an epoch, reshuffled: see `next_indices`
-            indices = indices.repeat()
         options = data_lib.pipeline_options()
         options.experimental_warm_start = True  # the first shuffle starts now
-        self.dataset = indices.prefetch(1).with_options(options)
+        # Without `repeat`, one pass an epoch, reshuffled (see `next_indices`); with it,
+        # the data repeats already and this `repeat` never starts over.
+        self.dataset = indices.repeat().prefetch(1).with_options(options)
         self.indices = tf.Variable(tf.zeros((steps_per_epoch, batch_size), tf.int64), trainable=False)
         self.position = tf.Variable(0, dtype=tf.int64, trainable=False)
         # One iterator for the whole run (kept when the train function is remade
@@ -94,7 +94,7 @@ class ArrayFeed:
 
         Without `repeat` the order is that of `train`'s `tf.data` path, which repeats
         a dataset of known length so that `fit` keeps one iterator for the run
-        (`fit._one_iterator_per_run`): each pass draws the next shuffle's seeds, so
+        (`fit._repeated`): each pass draws the next shuffle's seeds, so
         epoch e reads the (e+1)-th shuffle, here one repetition of the pass each.
         `tests/test_in_memory.py::test_in_memory_path_equals_the_tf_data_path` holds it
         to the `tf.data` path's weights after three reshuffled epochs.
