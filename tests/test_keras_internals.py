@@ -30,6 +30,8 @@ WRAPS = {
     "attribute_snapshot": "`object.__dict__`",
     "restore_attributes": "Layer.__setattr__",
     "graph_calls": "Function._nodes_by_depth",
+    "compiled_state": "Trainer.compile",
+    "set_compiled_state": "Trainer.compile",
 }
 
 
@@ -288,3 +290,26 @@ def test_graph_calls_leaves_out_calls_in_other_graphs():
     _expect("graph_calls", own[0].output_tensors[0] is model.outputs[0], "not the model's call")
     sequential = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     _expect("graph_calls", len(_call("graph_calls", sequential)[id(sequential.layers[0])]) == 1, "Sequential")
+
+
+def test_compiled_state_and_set_compiled_state_swap_what_compile_set():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=1, verbose=0)
+    first = _call("compiled_state", model)
+    _expect("compiled_state", first["train_function"] is model.train_function, "missed the train function")
+    _expect("compiled_state", first["optimizer"] is model.optimizer, "missed the optimizer")
+    metrics = len(model.metrics)
+    model.compile(optimizer="adam", loss="mae", jit_compile=False)
+    _call("set_compiled_state", model, first)
+    _expect("set_compiled_state", model.optimizer is first["optimizer"], "did not put the optimizer back")
+    _expect(
+        "set_compiled_state", model.train_function is first["train_function"], "did not put the function back"
+    )
+    _expect("set_compiled_state", len(model.metrics) == metrics, "changed the model's metrics")
+    _expect(
+        "set_compiled_state", model.get_compile_config()["loss"] == "mse", "left the second compile config"
+    )
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=1, verbose=0)
+    _expect("set_compiled_state", int(model.optimizer.iterations) == 2, "fit did not train on with it")

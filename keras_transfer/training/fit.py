@@ -13,6 +13,7 @@ from keras_transfer.data import datasets as data_lib
 from keras_transfer.data import validation
 from keras_transfer.losses import SparseCategoricalCrossentropy
 from keras_transfer.losses import WithPenalties
+from keras_transfer.training import compiled_states
 from keras_transfer.training import distributed
 from keras_transfer.training import feature_cache as cache_lib
 from keras_transfer.training import fused_adam
@@ -469,13 +470,24 @@ def train(
             rate = keras.optimizers.schedules.CosineDecay(
                 learning_rate, decay_steps=max(1, steps_per_epoch * (epochs - initial_epoch))
             )
-        compile_classifier(
+        optimizer = method.optimizer(model, rate) if method is not None else None
+        key = None
+        if optimizer is None and setup is None and not tf.distribute.has_strategy():
+            # Compiled as an earlier run on this model was: that run's traced functions.
+            optimizer = fused_adam.fuse_adam(keras.optimizers.Adam(rate))
+            key = compiled_states.run_key(model, optimizer, jit, float(label_smoothing))
+        compiled_states.compile_for_run(
             model,
-            learning_rate=rate,
-            optimizer=method.optimizer(model, rate) if method is not None else None,
-            jit_compile=jit,
-            steps_per_execution=1,
-            label_smoothing=label_smoothing,
+            optimizer,
+            key,
+            lambda: compile_classifier(
+                model,
+                learning_rate=rate,
+                optimizer=optimizer,
+                jit_compile=jit,
+                steps_per_execution=1,
+                label_smoothing=label_smoothing,
+            ),
         )
     elif steps_per_execution == "auto" and model.steps_per_execution > 1:
         steps_per_execution = model.steps_per_execution  # the caller's own choice
@@ -565,7 +577,7 @@ def train(
                         "steps; dropout masks come from XLA's generator)."
                     )
         with in_memory_lib.installed(fit_model, feed, jit_compile=loop_jit):
-            return fit_model.fit(
+            history = fit_model.fit(
                 in_memory_lib.placeholder_dataset(),
                 validation_data=validation_ds,
                 epochs=epochs,
@@ -576,7 +588,9 @@ def train(
                 callbacks=all_callbacks,
                 verbose=verbose,
             )
-    return fit_model.fit(
+        compiled_states.after_run(model)
+        return history
+    history = fit_model.fit(
         train_ds,
         validation_data=validation_ds,
         epochs=epochs,
@@ -587,6 +601,8 @@ def train(
         callbacks=all_callbacks,
         verbose=verbose,
     )
+    compiled_states.after_run(model)
+    return history
 
 
 def _repeated(dataset, steps_per_execution):

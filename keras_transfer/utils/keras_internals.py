@@ -100,6 +100,44 @@ def set_initial_epoch(model, epoch):
     model._initial_epoch = epoch
 
 
+# What `Trainer.compile` sets: a model's compiled state, and the functions traced on it.
+_COMPILED = (
+    "optimizer",
+    "loss",
+    "_compile_loss",
+    "_compile_metrics",
+    "_loss_tracker",
+    "jit_compile",
+    "run_eagerly",
+    "steps_per_execution",
+    "_compiled_trainable_state",
+    "_compile_config",
+    "compiled",
+    "train_function",
+    "test_function",
+    "predict_function",
+)
+
+
+def compiled_state(model):
+    """The attributes `Trainer.compile` sets on `model`, and its traced functions, as a dict.
+
+    `optimizer`, `_compile_loss`, `_compile_metrics`, `_loss_tracker`,
+    `_compiled_trainable_state`, `_compile_config`, `train_function`, ...: what the
+    traced train, test and predict functions capture.
+    """
+    return {name: getattr(model, name, None) for name in _COMPILED}
+
+
+def set_compiled_state(model, state):
+    """Puts back a `compiled_state(model)` as `Trainer.compile` sets it (Keras's tracking off)."""
+    from keras.src.utils import tracking
+
+    with tracking.DotNotTrackScope():
+        for name in _COMPILED:
+            setattr(model, name, state[name])
+
+
 # Layer attributes past Keras's tracking.
 
 
