@@ -141,3 +141,15 @@ def test_a_cached_feature_head_keeps_nothing():
     freezing.freeze(model.get_layer("backbone"))
     keras_transfer.train(model, data, epochs=1, batch_size=16, verbose=0)  # feature_cache="auto"
     assert compiled_states.kept(model) == 0
+
+
+def test_a_constraint_set_between_runs_compiles_anew_and_holds():
+    data = _data()
+    model = _model()
+    keras_transfer.train(model, data, epochs=1, batch_size=16, **FIT, verbose=0)
+    first = model.train_function
+    kernel = model.get_layer("predictions").kernel
+    kernel.constraint = keras.constraints.NonNeg()  # as a pruning mask is set on variables
+    keras_transfer.train(model, data, epochs=1, batch_size=16, **FIT, verbose=0)
+    assert model.train_function is not first
+    assert float(np.min(kernel.numpy())) >= 0.0

@@ -13,11 +13,16 @@ state of each configuration it has seen (`keras_internals.compiled_state`: the
 optimizer, loss and metric objects, and the functions traced on them). `run_key`
 names everything a traced function bakes in: the optimizer's class and config (its
 learning rate or schedule with every constant), the loss's settings, `jit_compile`,
-and which layers and variables train (`trainable_key`). On a known key the state
+and which layers and variables train, with their regularizers and constraints
+(`trainable_key`). On a known key the state
 comes back, its optimizer given the values of the new optimizer the run would have
 compiled with (built on the same variables: `iterations` 0, zero moments, the
 run's learning rate) and its metrics reset: what `compile` gives, with the traced
-functions kept. Anything else compiles.
+functions kept. Anything else compiles. The in-memory feed (`training.in_memory`)
+makes its own train function per run (it holds the run's arrays); the test and
+predict functions still come back. A change Keras reads only when it traces and that
+the key does not name (a Dropout layer's `rate` set by hand) needs
+`clear(model)` before the next run.
 
 At most `MAX_STATES` states per model are kept, and at most `MAX_KEPT_BYTES` of
 optimizer variables beyond the model's current state; `clear(model)` drops them all.
@@ -28,11 +33,15 @@ Example:
 >>> from keras_transfer.training import compiled_states
 >>> model = keras_transfer.build_classifier("mnist_mlp", 2, weights=None)
 >>> x, y = np.random.rand(64, 28, 28, 1) * 255, np.arange(64) % 2
->>> _ = keras_transfer.train(model, (x, y), epochs=1, verbose=0)
+>>> run = dict(epochs=1, in_memory=False, verbose=0)  # a tf.data pipeline
+>>> _ = keras_transfer.train(model, (x, y), **run)
 >>> traced = model.train_function
->>> _ = keras_transfer.train(model, (x, y), epochs=1, verbose=0)  # the same configuration
->>> model.train_function is traced, int(model.optimizer.iterations)
+>>> _ = keras_transfer.train(model, (x, y), **run)  # the same configuration
+>>> model.train_function is traced is not None, int(model.optimizer.iterations)
 (True, 2)
+>>> _ = keras_transfer.train(model, (x, y), learning_rate=1e-4, **run)  # another one
+>>> model.train_function is traced, compiled_states.kept(model)
+(False, 2)
 >>> compiled_states.clear(model)
 """
 
@@ -57,11 +66,18 @@ class _Store:
         self.trainable = {}  # key -> trainable_key(model) when it was compiled
 
 
+_REGULARIZERS = ("kernel_regularizer", "bias_regularizer", "activity_regularizer")
+
+
 def trainable_key(model):
     """What trains in `model`, as traced functions see it: every layer's `trainable`
-    flag and the trainable variables, by identity."""
-    layers = tuple((id(layer), layer.trainable) for layer in keras_internals.flatten_layers(model))
-    return layers, tuple(id(variable) for variable in model.trainable_variables)
+    flag and regularizers, and the trainable variables with their constraints (a
+    pruning mask), by identity."""
+    layers = tuple(
+        (id(layer), layer.trainable, *(id(getattr(layer, name, None)) for name in _REGULARIZERS))
+        for layer in keras_internals.flatten_layers(model)
+    )
+    return layers, tuple((id(v), id(v.constraint)) for v in model.trainable_variables)
 
 
 def run_key(model, optimizer, *settings):
