@@ -2,9 +2,9 @@
 earlier run on the same model did gets that run's traced functions back.
 
 `train` compiles the model for every run, and compiling drops the traced train, test
-and predict functions, so every run traces and optimises its graphs again: about
-0.5-0.9 s per `train` call for the MNIST CNN on these CPUs, a tenth to a fifth of a
-few-shot run. A sweep (`learning_curves`, the demo) trains one model many times with
+and predict functions, so every run traced and optimised its graphs again (in the
+demo of `benchmarks/demo_pipeline.py`, the runs that still trace took up to 1.4 s more
+than the others, of 2.5-7.6 s per run). A sweep (`learning_curves`, the demo) trains one model many times with
 a few configurations: per budget and seed, scratch, frozen and the two stages of
 fine-tuning.
 
