@@ -13,10 +13,10 @@ Each size then runs in its own fresh process (`--child`), so its peak RSS
 alternating rounds (1k, 10k, 50k, 1k, 10k, 50k; one in `--smoke`): a stage's time at a
 size is the best over its processes, its peak RSS the highest. With one process per
 size, one slow process moved a flatness figure by 0.1-0.3 (the 10k process of one run
-took 4.12 s for its feature pass, 3.05-3.19 s in the runs before). A process builds the model, runs the whole
-sequence once on a 100-image warm-up folder (first-time costs: thread pools, first
-traces; not timed; skipped in `--smoke`), then on the folder of its size (best of 3 at
-1k, of 2 at 10k, once at 50k):
+took 4.12 s for its feature pass, 3.05-3.19 s in the runs before). A process builds
+the model, runs the whole sequence once on a 100-image warm-up folder (first-time
+costs: thread pools, first traces; not timed; skipped in `--smoke`), then on the folder
+of its size (best of 3 at 1k, of 2 at 10k, once at 50k):
 
 - **scan**: `keras_transfer.image_folder_datasets(folder, image_size=32, batch_size=64,
   validation_split=0, cache="auto")` (lists and decodes every file once to check it) and

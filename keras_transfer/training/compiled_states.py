@@ -3,10 +3,10 @@ earlier run on the same model did gets that run's traced functions back.
 
 `train` compiles the model for every run, and compiling drops the traced train, test
 and predict functions, so every run traced and optimised its graphs again (in the
-demo of `benchmarks/demo_pipeline.py`, the runs that still trace took up to 1.4 s more
-than the others, of 2.5-7.6 s per run). A sweep (`learning_curves`, the demo) trains one model many times with
-a few configurations: per budget and seed, scratch, frozen and the two stages of
-fine-tuning.
+demo of `benchmarks/demo_pipeline.py`, the runs that still trace took up to 1.4 s
+more than the others, of 2.5-7.6 s per run). A sweep (`learning_curves`, the demo)
+trains one model many times with a few configurations: per budget and seed, scratch,
+frozen and the two stages of fine-tuning.
 
 `compile_for_run(model, optimizer, key, compile)` keeps, per model, the compiled
 state of each configuration it has seen (`keras_internals.compiled_state`: the
@@ -14,15 +14,14 @@ optimizer, loss and metric objects, and the functions traced on them). `run_key`
 names everything a traced function bakes in: the optimizer's class and config (its
 learning rate or schedule with every constant), the loss's settings, `jit_compile`,
 and which layers and variables train, with their regularizers and constraints
-(`trainable_key`). On a known key the state
-comes back, its optimizer given the values of the new optimizer the run would have
-compiled with (built on the same variables: `iterations` 0, zero moments, the
-run's learning rate) and its metrics reset: what `compile` gives, with the traced
-functions kept. Anything else compiles. The in-memory feed (`training.in_memory`)
-makes its own train function per run (it holds the run's arrays); the test and
-predict functions still come back. A change Keras reads only when it traces and that
-the key does not name (a Dropout layer's `rate` set by hand) needs
-`clear(model)` before the next run.
+(`trainable_key`). On a known key the state comes back, its optimizer given the
+values of the new optimizer the run would have compiled with (built on the same
+variables: `iterations` 0, zero moments, the run's learning rate) and its metrics
+reset: what `compile` gives, with the traced functions kept. Anything else compiles.
+The in-memory feed (`training.in_memory`) makes its own train function per run (it
+holds the run's arrays); the test and predict functions still come back. A change
+Keras reads only when it traces and that the key does not name (a Dropout layer's
+`rate` set by hand) needs `clear(model)` before the next run.
 
 At most `MAX_STATES` states per model are kept, and at most `MAX_KEPT_BYTES` of
 optimizer variables beyond the model's current state; `clear(model)` drops them all.
@@ -63,7 +62,6 @@ class _Store:
     def __init__(self):
         self.states = collections.OrderedDict()  # key -> compiled state, oldest first
         self.current = None  # the key of the state the model holds now
-        self.trainable = {}  # key -> trainable_key(model) when it was compiled
 
 
 _REGULARIZERS = ("kernel_regularizer", "bias_regularizer", "activity_regularizer")
@@ -99,7 +97,7 @@ def compile_for_run(model, optimizer, key, compile):
             state, the state's optimizer takes its values instead (built on the
             model's trainable variables): the same start, the traced functions kept.
         key: `run_key(model, optimizer, ...)`: everything the compiled state depends
-            on. `None` compiles and keeps nothing.
+            on, `trainable_key(model)` last. `None` compiles and keeps nothing.
         compile: callable `()` that compiles `model` with `optimizer`.
 
     Returns:
@@ -121,7 +119,7 @@ def compile_for_run(model, optimizer, key, compile):
             store.states.move_to_end(key)
             store.current = key
             return True
-        del store.states[key], store.trainable[key]
+        del store.states[key]
     compile()
     if key is None:
         if store is not None:
@@ -131,7 +129,6 @@ def compile_for_run(model, optimizer, key, compile):
         store = _Store()
         keras_internals.set_untracked_attribute(model, _STORE, store)
     store.states[key] = keras_internals.compiled_state(model)
-    store.trainable[key] = trainable_key(model)
     store.current = key
     _evict(store)
     return False
@@ -144,10 +141,10 @@ def after_run(model):
     store = _holding(model)
     if store is None:
         return
-    if trainable_key(model) == store.trainable[store.current]:
+    if trainable_key(model) == store.current[-1]:  # `run_key` ends with it
         store.states[store.current] = keras_internals.compiled_state(model)
     else:
-        del store.states[store.current], store.trainable[store.current]
+        del store.states[store.current]
         store.current = None
 
 
@@ -177,7 +174,6 @@ def clear(model):
     store = model.__dict__.get(_STORE)
     if store is not None:
         store.states.clear()
-        store.trainable.clear()
         store.current = None
 
 
@@ -214,12 +210,10 @@ def _evict(store):
     """Drops the oldest states beyond `MAX_STATES`, or beyond `MAX_KEPT_BYTES` of optimizer
     variables besides the current state."""
     while len(store.states) > MAX_STATES:
-        key, _ = store.states.popitem(last=False)
-        del store.trainable[key]
+        store.states.popitem(last=False)
     others = [key for key in store.states if key != store.current]
     total = sum(_optimizer_bytes(store.states[key]) for key in others)
     for key in others:
         if total <= MAX_KEPT_BYTES:
             break
         total -= _optimizer_bytes(store.states.pop(key))
-        del store.trainable[key]

@@ -31,6 +31,12 @@ from keras_transfer.utils import output
 from keras_transfer.utils.output import default_verbose  # noqa: F401 (training.default_verbose)
 
 
+def _default_optimizer(learning_rate):
+    """The optimizer `compile_classifier` gives by default: Keras's `Adam` at
+    `learning_rate` (a float or a schedule), its update fused (`fused_adam`)."""
+    return fused_adam.fuse_adam(keras.optimizers.Adam(learning_rate))
+
+
 def compile_classifier(
     model,
     *,
@@ -88,7 +94,7 @@ def compile_classifier(
     if steps_per_execution == "auto":
         steps_per_execution = performance.auto_steps_per_execution(model, batch_size)
     model.compile(
-        optimizer=optimizer or fused_adam.fuse_adam(keras.optimizers.Adam(learning_rate)),
+        optimizer=optimizer or _default_optimizer(learning_rate),
         loss=SparseCategoricalCrossentropy(label_smoothing, from_logits=not probabilities),
         metrics=list(metrics),
         jit_compile=performance.resolve_jit_compile(jit_compile),
@@ -474,7 +480,7 @@ def train(
         key = None
         if optimizer is None and setup is None and not tf.distribute.has_strategy():
             # Compiled as an earlier run on this model was: that run's traced functions.
-            optimizer = fused_adam.fuse_adam(keras.optimizers.Adam(rate))
+            optimizer = _default_optimizer(rate)
             key = compiled_states.run_key(model, optimizer, jit, float(label_smoothing))
         compiled_states.compile_for_run(
             model,
