@@ -134,6 +134,60 @@ def test_features_on_disk_equal_features_in_memory(source, split_digits, tmp_pat
     assert len(set(seen.tolist())) > 1
 
 
+def test_compute_features_traces_a_model_once_and_follows_its_weights(source, split_digits):
+    import gc
+    import weakref
+
+    from keras_transfer.training import feature_cache as feature_cache_lib
+
+    features = keras_transfer.split_frozen_features(frozen_twins(source, 1)[0]).features
+    x, y = split_digits[0][0][:96], split_digits[0][1][:96]  # batches of 64 and 32
+    forward = feature_cache_lib._traced_forward(features)
+    assert forward.experimental_get_tracing_count() == 0
+    first, _ = keras_transfer.compute_features(features, (x, y))
+    traces = forward.experimental_get_tracing_count()
+    assert traces > 0  # compute_features ran this function
+    again, _ = keras_transfer.compute_features(features, (x, y))
+    assert forward.experimental_get_tracing_count() == traces  # no new trace
+    np.testing.assert_array_equal(again, first)
+    # The kept function reads the model's variables: new weights, new features.
+    features.set_weights([w * 0.5 for w in features.get_weights()])
+    halved, _ = keras_transfer.compute_features(features, (x, y))
+    assert np.abs(halved - first).max() > 1e-3
+    np.testing.assert_allclose(halved, features.predict(x, verbose=0), atol=1e-5)
+    # It does not keep the model alive, and goes with it.
+    model = weakref.ref(features)
+    assert model() in feature_cache_lib._FORWARD
+    del features, forward
+    gc.collect()
+    assert model() is None
+
+
+def test_a_dataset_of_known_length_goes_straight_into_one_array_or_file(source, split_digits, tmp_path):
+    import tensorflow as tf
+
+    features = keras_transfer.split_frozen_features(frozen_twins(source, 1)[0]).features
+    x, y = split_digits[0][0][:100], split_digits[0][1][:100]
+    reference, _ = keras_transfer.compute_features(features, (x, y))
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)  # 32, 32, 32, 4
+    in_memory, labels = keras_transfer.compute_features(features, dataset)
+    assert type(in_memory) is np.ndarray and in_memory.shape == (100, 128)
+    np.testing.assert_allclose(in_memory, reference, atol=1e-6)
+    np.testing.assert_array_equal(labels, y)
+    # Beyond memory_limit a dataset's features go to disk too (before, only arrays did).
+    on_disk, _ = keras_transfer.compute_features(features, dataset, memory_limit=0, cache_dir=str(tmp_path))
+    assert isinstance(on_disk, np.memmap) and on_disk.shape == (100, 128) and os.listdir(tmp_path)
+    np.testing.assert_allclose(on_disk, reference, atol=1e-6)
+    # Unknown length: gathered and joined; the same features.
+    unknown = dataset.filter(lambda images, targets: True)
+    assert int(unknown.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+    np.testing.assert_allclose(keras_transfer.compute_features(features, unknown)[0], reference, atol=1e-6)
+    with pytest.raises(ValueError, match="repeats forever"):
+        keras_transfer.compute_features(features, dataset.repeat())
+    with pytest.raises(ValueError, match="more than count=50"):
+        keras_transfer.compute_features(features, unknown, count=50)
+
+
 def test_cache_is_off_with_augmentation_or_a_trainable_backbone(source, split_digits, capsys):
     model = frozen_twins(source, 1)[0]
     keras_transfer.train(model, split_digits[0], epochs=1, verbose=2, augment=True)
