@@ -8,28 +8,37 @@ about 1 KB each) are written once to a temp dir (the 50k folder; the smaller one
 links to its first files per class); the writing time is printed, not a figure. `--smoke`
 uses 200 / 400 / 800 images.
 
-Each size then runs in its own fresh process (`--child`), so its peak RSS
-(`os.wait4`'s `ru_maxrss`) is its own, `PROCESS_ROUNDS` = 2 processes per size in
-alternating rounds (1k, 10k, 50k, 1k, 10k, 50k; one in `--smoke`): a stage's time at a
-size is the best over its processes, its peak RSS the highest. With one process per
-size, one slow process moved a flatness figure by 0.1-0.3 (the 10k process of one run
-took 4.12 s for its feature pass, 3.05-3.19 s in the runs before). A process builds
-the model, runs the whole sequence once on a 100-image warm-up folder (first-time
-costs: thread pools, first traces; not timed; skipped in `--smoke`), then on the folder
-of its size (best of 3 at 1k, of 2 at 10k, once at 50k):
+Each size then runs in its own fresh process (`--child`), `PROCESS_ROUNDS` = 2
+processes per size in alternating rounds (1k, 10k, 50k, 1k, 10k, 50k; one in
+`--smoke`): a stage's time at a size is the best over its processes, its peak RSS the
+highest. With one process per size, one slow process moved a flatness figure by 0.1-0.3
+(the 10k process of one run took 4.12 s for its feature pass, 3.05-3.19 s in the runs
+before). A process builds the model, runs the whole sequence once on a 100-image
+warm-up folder (first-time costs: thread pools, first traces; not timed; skipped in
+`--smoke`), then `SEQUENCES` = 2 times on the folder of its size. Every size gets the
+same number of timings of every stage (before, 1k got the best of 3 sequences, 10k of
+2 and 50k of 1, and a best of more timings is lower). The memory figure is the
+process's peak RSS (`VmHWM`) right after its first sequence of its size: the warm-up
+and one pipeline, what a user's run holds. The second pipeline of the same folder in
+the same process adds up to one more cache (TensorFlow's oneDNN CPU allocator keeps a
+freed cache's memory in its pool, and the new cache does not fit in it whole); the
+process's own peak (`os.wait4`'s `ru_maxrss`) is in the detail.
 
 - **scan**: `keras_transfer.image_folder_datasets(folder, image_size=32, batch_size=64,
   validation_split=0, cache="auto")` (lists and decodes every file once to check it) and
   the first epoch (decoding and filling the image cache).
-- **epoch**: a later epoch of that pipeline, from the image cache (best of `EPOCH_REPEATS`
-  = 5: a 50k epoch from memory takes about 0.2-0.3 s, so each size gets several timings).
+- **epoch**: a later epoch of that pipeline, from the image cache: each timing runs
+  `ceil(EPOCH_IMAGES / n)` epochs back to back (`EPOCH_IMAGES` = 50,000: 50 epochs at
+  1k, 5 at 10k, 1 at 50k) and takes their mean, best of `EPOCH_REPEATS` = 5 timings. A
+  1k epoch from memory takes about 13 ms, where one scheduler hiccup is a large part
+  of a single timing. (The loop over eager batches costs the same as one inside a
+  `tf.function`: 0.24-0.25 ms a batch of 64 over 20,000 cached images, both ways.)
 - **feature cache**: `keras_transfer.compute_features(features, folder.train)`, the pass
   `train(..., feature_cache=True)` makes, with the frozen front of
   `build_classifier("mobilenet_v3_small", 10, weights=None, input_shape=(32, 32, 3),
   freeze_backbone=True)` (`split_frozen_features`): the backbone once over every image
   of the image cache, the features kept (in memory, or memory-mapped beyond 2 GiB); best
-  of `FEATURE_REPEATS` = 3 passes at every size (with the one pass per sequence it had
-  before, 50k was timed once and 1k best of 3: its flatness swung 0.73-0.97 between runs).
+  of `FEATURE_REPEATS` = 3 passes per sequence.
 
 Each call has a fixed cost (building pipelines, tracing `tf.function`s) that a run pays
 once, about 2 s here, more than a whole 1k-image pass: `n / T(n)` then mostly measures
@@ -66,7 +75,9 @@ import common  # noqa: E402
 
 SIZES = (1000, 10_000, 50_000)
 PROCESS_ROUNDS = 2  # fresh processes per size, alternating 1k, 10k, 50k, 1k, ...
+SEQUENCES = 2  # timed sequences per process, the same at every size
 EPOCH_REPEATS = 5
+EPOCH_IMAGES = 50_000  # images per epoch timing: ceil(EPOCH_IMAGES / n) epochs back to back
 FEATURE_REPEATS = 3
 SMOKE_SIZES = (200, 400, 800)
 WARM = 100  # images of the warm-up folder (first-time costs of a process)
@@ -140,7 +151,7 @@ def _epoch(dataset):
     return count
 
 
-def _sequence(folder, cache_dir, feature_model):
+def _sequence(folder, cache_dir, feature_model, epoch_images=EPOCH_IMAGES):
     """Seconds of scan + first epoch, a later epoch (best of `EPOCH_REPEATS`), the feature pass
     (best of `FEATURE_REPEATS`)."""
     import keras_transfer
@@ -160,11 +171,13 @@ def _sequence(folder, cache_dir, feature_model):
     )
     n = _epoch(data.train)
     times["scan"] = time.perf_counter() - start
+    epochs = max(1, -(-epoch_images // n))
     best = float("inf")
     for _ in range(EPOCH_REPEATS):
         start = time.perf_counter()
-        assert _epoch(data.train) == n
-        best = min(best, time.perf_counter() - start)
+        for _ in range(epochs):
+            assert _epoch(data.train) == n
+        best = min(best, (time.perf_counter() - start) / epochs)
     times["epoch"] = best
     best = float("inf")
     for _ in range(FEATURE_REPEATS):
@@ -181,11 +194,26 @@ def _best(runs):
     return {stage: min(times[stage] for times in runs) for stage in STAGES}
 
 
+def _peak_rss():
+    """This process's peak RSS so far in bytes (`VmHWM`; `ru_maxrss` where there is no
+    /proc)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def child(folder, warm, out, cache_dir, mode):
     import keras
     import tensorflow as tf
 
-    # compute_features makes a new tf.function per call: here, on purpose, many calls.
+    # Retracing notices (the pipelines' functions, once per sequence) are not figures.
     tf.get_logger().setLevel("ERROR")
 
     import keras_transfer
@@ -197,13 +225,16 @@ def child(folder, warm, out, cache_dir, mode):
     )
     feature_model = keras_transfer.split_frozen_features(model).features
     smoke = mode == "smoke"
+    epoch_images = 0 if smoke else EPOCH_IMAGES  # --smoke and the warm-up: one epoch per timing
     if not smoke:
-        _sequence(warm, cache_dir, feature_model)  # first-time costs of the process, not timed
+        _sequence(warm, cache_dir, feature_model, 0)  # first-time costs of the process, not timed
     count = sum(len(files) for _, _, files in os.walk(folder))
     plan = image_folder.plan_image_cache(count, IMAGE, 3, cache_dir=cache_dir)
     print(f"  {count:,} images; Image cache: {plan.reason}.", flush=True)
-    repeats = 1 if smoke else 3 if count <= 2000 else 2 if count <= 20_000 else 1
-    runs = [_sequence(folder, cache_dir, feature_model) for _ in range(repeats)]
+    repeats = 1 if smoke else SEQUENCES
+    runs = [_sequence(folder, cache_dir, feature_model, epoch_images)]
+    first_peak = _peak_rss()  # the warm-up and one pipeline of this size: the memory figure
+    runs += [_sequence(folder, cache_dir, feature_model, epoch_images) for _ in range(repeats - 1)]
     n, feature_bytes = runs[0][0], runs[0][2]
     assert n == count, (n, count)
     with open(out, "w") as handle:
@@ -212,6 +243,7 @@ def child(folder, warm, out, cache_dir, mode):
                 "n": n,
                 "times": _best([r[1] for r in runs]),
                 "repeats": repeats,
+                "first_peak": first_peak,
                 "plan": plan.kind,
                 "reason": plan.reason,
                 "estimated_bytes": plan.estimated_bytes,
@@ -281,11 +313,12 @@ def run(smoke=False):
             for size in sizes:
                 label = f"{size:,}" + ("" if smoke else f" round {round_ + 1}")
                 result, rss, seconds = _run_child(folders[size], folders[WARM], cache_dir, label, smoke)
-                result["rss"] = rss
+                result["rss"], result["process_rss"] = result["first_peak"], rss
                 runs[size].append(result)
                 line = ", ".join(f"{stage} {size / result['times'][stage]:,.0f} img/s" for stage in STAGES)
                 print(
-                    f"  {size:,} images: {line}; peak RSS {rss / 1e9:.2f} GB; process {seconds:.0f}s",
+                    f"  {size:,} images: {line}; peak RSS {result['rss'] / 1e9:.2f} GB after one pipeline, "
+                    f"{rss / 1e9:.2f} GB for the process; process {seconds:.0f}s",
                     flush=True,
                 )
     finally:
@@ -297,6 +330,7 @@ def run(smoke=False):
             "times": {stage: min(r["times"][stage] for r in done) for stage in STAGES},
             "rss": max(r["rss"] for r in done),
             "all_rss": [r["rss"] for r in done],
+            "process_rss": max(r["process_rss"] for r in done),
         }
         for size, done in runs.items()
     }
@@ -305,12 +339,13 @@ def run(smoke=False):
     counts = ", ".join(f"{size:,}" for size in sizes)
     for stage, what in STAGES.items():
         between = _between(results, sizes, stage)
-        flatness = min(between) / max(between)
+        # A larger size no slower than a smaller one (noise at --smoke sizes) is no rate.
+        flatness = min(between) / max(between) if all(np.isfinite(between)) else 0.0
         segments = "; ".join(
             f"{a:,} -> {b:,}: {rate:,.0f} img/s" for a, b, rate in zip(sizes, sizes[1:], between)
         )
         seconds = {size: results[size]["times"][stage] for size in sizes}
-        raw = "; ".join(f"{n:,}: {t:.2f}s = {n / t:,.0f} img/s" for n, t in seconds.items())
+        raw = "; ".join(f"{n:,}: {t:.3f}s = {n / t:,.0f} img/s" for n, t in seconds.items())
         figures.append(
             common.Figure(
                 f"scaling: {stage} throughput flatness, min/max between {counts} images",
@@ -332,12 +367,16 @@ def run(smoke=False):
             MEMORY_GOAL,
             comparison="<=",
             detail=(
-                f"peak RSS (ru_maxrss of each size's own processes, the highest: "
+                f"peak RSS after the warm-up and the first pipeline of the size (VmHWM of each size's own "
+                f"processes, the highest: "
                 f"{', '.join(f'{r / 1e9:.2f}' for r in small['all_rss'])} and "
                 f"{', '.join(f'{r / 1e9:.2f}' for r in large['all_rss'])} GB) {small['rss'] / 1e9:.2f} GB at "
                 f"{sizes[0]:,} -> {large['rss'] / 1e9:.2f} GB at {sizes[-1]:,}: +{growth / 1e9:.2f} GB for "
                 f"+{planned / 1e9:.2f} GB of planned image cache ({growth / max(planned, 1):.2f}x; the "
-                f"rest is features and tf.data buffers). Image cache (cache='auto'): {decisions}; a "
+                f"rest is features and tf.data buffers). With its second pipeline the {sizes[-1]:,} "
+                f"process peaked at {large['process_rss'] / 1e9:.2f} GB (TensorFlow's oneDNN CPU allocator "
+                f"keeps a freed cache in its pool, where the next cache does not fit whole). "
+                f"Image cache (cache='auto'): {decisions}; a "
                 f"simulated {SIMULATED[0]:,} x {SIMULATED[1]}x{SIMULATED[1]}x3 folder on this machine: "
                 f"{simulated.kind} ({simulated.reason})"
             ),
