@@ -18,7 +18,7 @@ warm-up folder (first-time costs: thread pools, first traces; not timed; skipped
 `--smoke`), then `SEQUENCES` = 2 times on the folder of its size. Every size gets the
 same number of timings of every stage (before, 1k got the best of 3 sequences, 10k of
 2 and 50k of 1, and a best of more timings is lower). The memory figure is the
-process's peak RSS (`VmHWM`) right after its first sequence of its size: the warm-up
+process's peak RSS (`ru_maxrss`) right after its first sequence of its size: the warm-up
 and one pipeline, what a user's run holds. The second pipeline of the same folder in
 the same process adds up to one more cache (TensorFlow's oneDNN CPU allocator keeps a
 freed cache's memory in its pool, and the new cache does not fit in it whole); the
@@ -31,8 +31,7 @@ process's own peak (`os.wait4`'s `ru_maxrss`) is in the detail.
   `ceil(EPOCH_IMAGES / n)` epochs back to back (`EPOCH_IMAGES` = 50,000: 50 epochs at
   1k, 5 at 10k, 1 at 50k) and takes their mean, best of `EPOCH_REPEATS` = 5 timings. A
   1k epoch from memory takes about 13 ms, where one scheduler hiccup is a large part
-  of a single timing. (The loop over eager batches costs the same as one inside a
-  `tf.function`: 0.24-0.25 ms a batch of 64 over 20,000 cached images, both ways.)
+  of a single timing.
 - **feature cache**: `keras_transfer.compute_features(features, folder.train)`, the pass
   `train(..., feature_cache=True)` makes, with the frozen front of
   `build_classifier("mobilenet_v3_small", 10, weights=None, input_shape=(32, 32, 3),
@@ -195,15 +194,7 @@ def _best(runs):
 
 
 def _peak_rss():
-    """This process's peak RSS so far in bytes (`VmHWM`; `ru_maxrss` where there is no
-    /proc)."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    """This process's peak RSS so far in bytes (`ru_maxrss`, KiB on Linux)."""
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -367,8 +358,8 @@ def run(smoke=False):
             MEMORY_GOAL,
             comparison="<=",
             detail=(
-                f"peak RSS after the warm-up and the first pipeline of the size (VmHWM of each size's own "
-                f"processes, the highest: "
+                f"peak RSS after the warm-up and the first pipeline of the size (ru_maxrss of each "
+                f"size's own processes, the highest: "
                 f"{', '.join(f'{r / 1e9:.2f}' for r in small['all_rss'])} and "
                 f"{', '.join(f'{r / 1e9:.2f}' for r in large['all_rss'])} GB) {small['rss'] / 1e9:.2f} GB at "
                 f"{sizes[0]:,} -> {large['rss'] / 1e9:.2f} GB at {sizes[-1]:,}: +{growth / 1e9:.2f} GB for "

@@ -275,7 +275,7 @@ def compute_features(
         if store is None:
             # The rows to allocate: `count`, or at most the dataset's batches times its
             # first batch (only the last is smaller; the rest is sliced off at the end).
-            capacity = count if count is not None else None
+            capacity = count
             if capacity is None and batch_count is not None:
                 capacity = batch_count * len(values)
             if capacity is not None and capacity * per_example > memory_limit:
